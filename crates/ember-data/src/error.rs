@@ -1,0 +1,69 @@
+//! Errors from reading and encoding data, each naming the file or character at fault.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Why a dataset or vocabulary could not be used.
+#[derive(Debug, Error)]
+pub enum DataError {
+    /// The file does not exist.
+    #[error("data file {path} not found: check data.path in the config (or pass --set data.path=FILE)")]
+    NotFound {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// The file exists but could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid UTF-8 text.
+    #[error("{path} is not UTF-8 text (invalid byte at offset {offset}): convert it to UTF-8 first")]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the first invalid sequence.
+        offset: usize,
+    },
+    /// The file holds no usable samples.
+    #[error("{path} holds no non-blank lines: give a file with one sample per line")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Too few samples to split into training and validation sets.
+    #[error("{what} has {count} sample(s); at least {needed} are needed for a train/validation split")]
+    TooFewSamples {
+        /// What was being split.
+        what: String,
+        /// How many samples there are.
+        count: usize,
+        /// How many are needed.
+        needed: usize,
+    },
+    /// Text contains characters the vocabulary does not know.
+    #[error("unknown character(s) {}: the model's vocabulary does not contain them", list_chars(.chars))]
+    UnknownChars {
+        /// The unknown characters, each once, in order of appearance.
+        chars: Vec<char>,
+    },
+    /// A vocabulary file is malformed.
+    #[error("{path} is not an ember vocabulary file: {reason}")]
+    BadVocab {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn list_chars(chars: &[char]) -> String {
+    chars
+        .iter()
+        .map(|c| format!("{:?}", c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,242 @@
+//! Checkpoints of a run: one per epoch named by epoch and validation loss, the best one copied
+//! to `best.mpk` (never replaced by a worse one), and `metrics.csv`.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// File name of the best checkpoint in a run directory.
+pub const BEST_CHECKPOINT: &str = "best.mpk";
+/// File name of the best checkpoint's description in a run directory.
+pub const BEST_JSON: &str = "best.json";
+/// Folder of the per-epoch checkpoints in a run directory.
+pub const CHECKPOINT_DIR: &str = "checkpoints";
+/// File name of the per-epoch metrics table in a run directory.
+pub const METRICS_CSV: &str = "metrics.csv";
+
+/// Which epoch `best.mpk` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestCheckpoint {
+    /// The epoch (1-based).
+    pub epoch: usize,
+    /// Its validation loss (mean NLL per valid token, nats).
+    pub valid_loss: f64,
+    /// The epoch checkpoint it was copied from, relative to the run directory.
+    pub checkpoint: String,
+}
+
+/// One row of `metrics.csv`: exact token-weighted figures of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// The epoch (1-based).
+    pub epoch: usize,
+    /// Mean training loss per valid token over the epoch (nats).
+    pub train_loss: f64,
+    /// Mean validation loss per valid token after the epoch (nats).
+    pub valid_loss: f64,
+    /// `exp(valid_loss)`.
+    pub valid_perplexity: f64,
+    /// `valid_loss / ln 2`.
+    pub valid_bits_per_char: f64,
+    /// Whether this epoch became `best.mpk`.
+    pub best: bool,
+    /// Wall time of the epoch, training and validation, in seconds.
+    pub seconds: f64,
+}
+
+impl EpochRecord {
+    /// A record of `epoch` from its mean losses; `best` is set by the keeper.
+    pub fn new(epoch: usize, train_loss: f64, valid_loss: f64, seconds: f64) -> Self {
+        Self {
+            epoch,
+            train_loss,
+            valid_loss,
+            valid_perplexity: valid_loss.exp(),
+            valid_bits_per_char: valid_loss / std::f64::consts::LN_2,
+            best: false,
+            seconds,
+        }
+    }
+}
+
+/// Saves each epoch's checkpoint, keeps the best and the last few, and logs the metrics.
+#[derive(Debug)]
+pub struct CheckpointKeeper {
+    dir: PathBuf,
+    keep_last: usize,
+    best: Option<BestCheckpoint>,
+    recent: VecDeque<PathBuf>,
+}
+
+impl CheckpointKeeper {
+    /// A keeper for the run in `dir` that keeps `keep_last` epoch checkpoints besides the best.
+    pub fn new(dir: &Path, keep_last: usize) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            keep_last,
+            best: None,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// The best checkpoint so far.
+    pub fn best(&self) -> Option<&BestCheckpoint> {
+        self.best.as_ref()
+    }
+
+    /// Records an epoch: `save` writes its checkpoint to the path given; when its validation
+    /// loss is the lowest so far it becomes `best.mpk`. Files are replaced atomically, so an
+    /// interrupted run never leaves a broken `best.mpk`. Returns whether it is the new best.
+    pub fn on_epoch(
+        &mut self,
+        record: &mut EpochRecord,
+        save: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<bool, TrainError> {
+        let name = format!(
+            "epoch-{:03}-valid-{:.4}.mpk",
+            record.epoch, record.valid_loss
+        );
+        let relative = Path::new(CHECKPOINT_DIR).join(&name);
+        let path = self.dir.join(&relative);
+        std::fs::create_dir_all(self.dir.join(CHECKPOINT_DIR))
+            .map_err(TrainError::io(self.dir.join(CHECKPOINT_DIR)))?;
+        save(&path).map_err(|reason| TrainError::BadCheckpoint {
+            path: path.clone(),
+            reason,
+        })?;
+        let is_best = self
+            .best
+            .as_ref()
+            .is_none_or(|b| record.valid_loss < b.valid_loss);
+        record.best = is_best;
+        if is_best {
+            let best = BestCheckpoint {
+                epoch: record.epoch,
+                valid_loss: record.valid_loss,
+                checkpoint: relative.to_string_lossy().into_owned(),
+            };
+            replace_atomically(&self.dir.join(BEST_CHECKPOINT), |tmp| {
+                std::fs::copy(&path, tmp).map(|_| ())
+            })?;
+            let json = serde_json::to_string_pretty(&best).expect("serialisable");
+            replace_atomically(&self.dir.join(BEST_JSON), |tmp| std::fs::write(tmp, json))?;
+            self.best = Some(best);
+        }
+        self.append_metrics(record)?;
+        self.recent.push_back(path);
+        self.prune();
+        Ok(is_best)
+    }
+
+    /// Removes epoch checkpoints beyond the last `keep_last`, except the best one's.
+    fn prune(&mut self) {
+        while self.recent.len() > self.keep_last {
+            let Some(old) = self.recent.pop_front() else {
+                break;
+            };
+            let is_best = self
+                .best
+                .as_ref()
+                .is_some_and(|b| self.dir.join(&b.checkpoint) == old);
+            if !is_best {
+                // A checkpoint that cannot be removed only costs disk space.
+                if let Err(e) = std::fs::remove_file(&old) {
+                    tracing::warn!("could not remove old checkpoint {}: {e}", old.display());
+                }
+            }
+        }
+    }
+
+    fn append_metrics(&self, record: &EpochRecord) -> Result<(), TrainError> {
+        let path = self.dir.join(METRICS_CSV);
+        let exists = path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(TrainError::io(&path))?;
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(!exists)
+            .from_writer(file);
+        writer
+            .serialize(record)
+            .and_then(|_| writer.flush().map_err(csv::Error::from))
+            .map_err(|e| TrainError::Io {
+                path,
+                source: std::io::Error::other(e),
+            })
+    }
+}
+
+/// Writes `target` through a temporary file and a rename, so it is never half-written.
+fn replace_atomically(
+    target: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), TrainError> {
+    let tmp = target.with_extension("tmp");
+    write(&tmp)
+        .and_then(|_| std::fs::rename(&tmp, target))
+        .map_err(TrainError::io(target))
+}
+
+/// Reads `metrics.csv` of a run.
+pub fn read_metrics(dir: &Path) -> Result<Vec<EpochRecord>, TrainError> {
+    let path = dir.join(METRICS_CSV);
+    let mut reader = csv::Reader::from_path(&path).map_err(|e| TrainError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    reader
+        .deserialize()
+        .collect::<Result<Vec<EpochRecord>, _>>()
+        .map_err(|e| TrainError::Io {
+            path,
+            source: std::io::Error::other(e),
+        })
+}
+
+/// Reads `best.json` of a run.
+pub fn read_best(dir: &Path) -> Result<BestCheckpoint, TrainError> {
+    let path = dir.join(BEST_JSON);
+    let text = std::fs::read_to_string(&path).map_err(|_| TrainError::NoCheckpoint(dir.into()))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::BadCheckpoint {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_is_never_replaced_by_a_worse_epoch_and_old_files_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keeper = CheckpointKeeper::new(dir.path(), 1);
+        let losses = [2.0, 1.5, 1.7, 1.6];
+        for (i, loss) in losses.iter().enumerate() {
+            let mut rec = EpochRecord::new(i + 1, 2.5, *loss, 0.1);
+            let content = format!("epoch {}", i + 1);
+            keeper
+                .on_epoch(&mut rec, |p| std::fs::write(p, &content).map_err(|e| e.to_string()))
+                .unwrap();
+            assert_eq!(rec.best, i <= 1);
+        }
+        assert_eq!(std::fs::read_to_string(dir.path().join(BEST_CHECKPOINT)).unwrap(), "epoch 2");
+        let best = read_best(dir.path()).unwrap();
+        assert_eq!((best.epoch, best.valid_loss), (2, 1.5));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join(CHECKPOINT_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["epoch-002-valid-1.5000.mpk", "epoch-004-valid-1.6000.mpk"]);
+        let rows = read_metrics(dir.path()).unwrap();
+        assert_eq!(rows.len(), 4);
+        assert!(rows[1].best && !rows[2].best);
+    }
+}

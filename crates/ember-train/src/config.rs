@@ -1,0 +1,274 @@
+//! Experiment configuration: one TOML file per experiment, validated on load.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// A whole experiment: what data, which model, how to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Name of the experiment; the default run directory is `runs/<name>`.
+    pub name: String,
+    /// The data to train on.
+    pub data: DataConfig,
+    /// The model.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// The optimisation.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+/// The `[data]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Text file with one sample per line, relative to the working directory.
+    pub path: PathBuf,
+    /// Share of the samples held out for validation.
+    #[serde(default = "defaults::valid_fraction")]
+    pub valid_fraction: f64,
+}
+
+/// The recurrent architecture of the model body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// A stacked LSTM (`torch.nn.LSTM`).
+    #[default]
+    Lstm,
+}
+
+/// The `[model]` table of a character language model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The recurrent layer type.
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Width of the character embedding.
+    #[serde(default = "defaults::embed_dim")]
+    pub embed_dim: usize,
+    /// Hidden size of each recurrent layer.
+    #[serde(default = "defaults::hidden_size")]
+    pub hidden_size: usize,
+    /// Number of stacked recurrent layers.
+    #[serde(default = "defaults::num_layers")]
+    pub num_layers: usize,
+    /// Dropout between layers and before the output head.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::default(),
+            embed_dim: defaults::embed_dim(),
+            hidden_size: defaults::hidden_size(),
+            num_layers: defaults::num_layers(),
+            dropout: 0.0,
+        }
+    }
+}
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8).
+    #[default]
+    Adam,
+    /// AdamW with PyTorch's default weight decay 0.01.
+    Adamw,
+}
+
+/// The `[train]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    #[serde(default = "defaults::epochs")]
+    pub epochs: usize,
+    /// Sequences per batch.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// The optimiser.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    #[serde(default = "defaults::learning_rate")]
+    pub learning_rate: f64,
+    /// Clip each parameter's gradient to this L2 norm; 0 disables clipping.
+    #[serde(default = "defaults::grad_clip")]
+    pub grad_clip: f64,
+    /// Seed for the split, the shuffling and the initial weights.
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    /// Epoch checkpoints to keep besides the best one.
+    #[serde(default = "defaults::keep_last")]
+    pub keep_last: usize,
+    /// Stop after this many epochs without a lower validation loss; 0 never stops early.
+    #[serde(default)]
+    pub patience: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: defaults::epochs(),
+            batch_size: defaults::batch_size(),
+            optimizer: OptimizerKind::default(),
+            learning_rate: defaults::learning_rate(),
+            grad_clip: defaults::grad_clip(),
+            seed: defaults::seed(),
+            keep_last: defaults::keep_last(),
+            patience: 0,
+        }
+    }
+}
+
+mod defaults {
+    pub fn valid_fraction() -> f64 {
+        0.1
+    }
+    pub fn embed_dim() -> usize {
+        32
+    }
+    pub fn hidden_size() -> usize {
+        128
+    }
+    pub fn num_layers() -> usize {
+        1
+    }
+    pub fn epochs() -> usize {
+        10
+    }
+    pub fn batch_size() -> usize {
+        64
+    }
+    pub fn learning_rate() -> f64 {
+        3e-3
+    }
+    pub fn grad_clip() -> f64 {
+        1.0
+    }
+    pub fn seed() -> u64 {
+        42
+    }
+    pub fn keep_last() -> usize {
+        2
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads and validates a config file; every problem is an error naming the file and key.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|reason| TrainError::Config {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses and validates TOML text; the error is one line naming the key at fault.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Self = toml::from_str(text).map_err(|e| one_line(text, &e))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The config as TOML, as saved in a run directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config always serialises")
+    }
+
+    /// Checks values that parse but cannot train.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
+            return Err(format!("name {:?} must be a non-empty file name", self.name));
+        }
+        if !(self.data.valid_fraction > 0.0 && self.data.valid_fraction < 1.0) {
+            return Err(format!(
+                "data.valid_fraction must be in (0, 1), got {}",
+                self.data.valid_fraction
+            ));
+        }
+        let m = &self.model;
+        for (key, v) in [
+            ("model.embed_dim", m.embed_dim),
+            ("model.hidden_size", m.hidden_size),
+            ("model.num_layers", m.num_layers),
+            ("train.epochs", self.train.epochs),
+            ("train.batch_size", self.train.batch_size),
+        ] {
+            if v == 0 {
+                return Err(format!("{key} must be at least 1, got 0"));
+            }
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return Err(format!("model.dropout must be in [0, 1), got {}", m.dropout));
+        }
+        if !(self.train.learning_rate > 0.0 && self.train.learning_rate.is_finite()) {
+            return Err(format!(
+                "train.learning_rate must be positive, got {}",
+                self.train.learning_rate
+            ));
+        }
+        if !(self.train.grad_clip >= 0.0 && self.train.grad_clip.is_finite()) {
+            return Err(format!(
+                "train.grad_clip must be >= 0 (0 disables it), got {}",
+                self.train.grad_clip
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A TOML error on one line: "line 3: unknown field `x`, expected one of ...".
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"t\"\n[data]\npath = \"x.txt\"\n";
+
+    #[test]
+    fn defaults_fill_missing_tables() {
+        let c = ExperimentConfig::parse(MINIMAL).unwrap();
+        assert_eq!(c.model, ModelConfig::default());
+        assert_eq!(c.train, TrainConfig::default());
+        assert_eq!(ExperimentConfig::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\nhiden_size = 3\n")).unwrap_err();
+        assert!(err.contains("unknown field `hiden_size`"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn impossible_values_are_named() {
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[train]\nbatch_size = 0\n")).unwrap_err();
+        assert_eq!(err, "train.batch_size must be at least 1, got 0");
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\nkind = \"transformer\"\n")).unwrap_err();
+        assert!(err.contains("unknown variant `transformer`"), "{err}");
+    }
+}

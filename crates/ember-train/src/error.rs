@@ -1,0 +1,78 @@
+//! Errors from configuring, training and sampling, each one line naming what to fix.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Why a run could not start, continue or be read back.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// The config file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    ConfigRead {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The config file is not a valid experiment.
+    #[error("config {path}: {reason}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
+    /// The data could not be used.
+    #[error(transparent)]
+    Data(#[from] ember_data::DataError),
+    /// The model could not be built from the config.
+    #[error(transparent)]
+    Model(#[from] ember_nn::NnError),
+    /// A run directory already holds a trained model.
+    #[error("{0} already holds a trained run (best.mpk): choose another --artifacts DIR or pass --overwrite")]
+    RunExists(PathBuf),
+    /// A run directory has no checkpoint to load.
+    #[error("{0} holds no checkpoint (best.mpk): train first with `ember train --artifacts {0}`")]
+    NoCheckpoint(PathBuf),
+    /// A checkpoint could not be loaded or does not fit the run's config.
+    #[error("cannot load checkpoint {path}: {reason}")]
+    BadCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file of the run directory could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The loss stopped being a finite number.
+    #[error("{split} loss became {value} at epoch {epoch}, batch {batch}: lower train.learning_rate or set train.grad_clip; {kept}")]
+    NonFiniteLoss {
+        /// `train` or `valid`.
+        split: &'static str,
+        /// The loss value.
+        value: f64,
+        /// The epoch.
+        epoch: usize,
+        /// The batch within the epoch.
+        batch: usize,
+        /// What was kept on disk.
+        kept: String,
+    },
+    /// Sampling options that cannot work.
+    #[error("{0}")]
+    BadOption(String),
+}
+
+impl TrainError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+}

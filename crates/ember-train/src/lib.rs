@@ -1,0 +1,27 @@
+//! ember-train: experiment configs, the burn-train learner set up for recurrent models,
+//! checkpoints chosen by validation loss, and sampling from a trained run.
+//!
+//! - [`config`]: the TOML experiment config (`[data]`, `[model]`, `[train]`), validated on load.
+//! - [`run`]: data preparation and the training entry point [`run::train`].
+//! - [`strategy`]: the epoch loop (exact validation loss, checkpoint policy, NaN stop).
+//! - [`checkpoint`]: per-epoch checkpoints, `best.mpk`, `metrics.csv`.
+//! - [`model`]: the trainable wrapper and its loss; [`loss`]: masked cross-entropy.
+//! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
+//! - [`sample`]: loading a run and generating text.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod output;
+pub mod renderer;
+pub mod run;
+pub mod sample;
+pub mod strategy;
+
+pub use config::ExperimentConfig;
+pub use error::TrainError;
+pub use run::{train, TrainOptions, TrainSummary};
+pub use sample::{load_run, sample, LoadedRun, SampleOptions};

@@ -1,0 +1,255 @@
+//! Training a character model from a config into a run directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::InMemDataset;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamConfig, AdamWConfig, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::LearningRateMetric;
+use burn::train::{Learner, LearningResult, SupervisedTraining, TrainingStrategy};
+use ember_data::{read_lines, split_train_valid, SequenceBatcher, TokenSequence, Vocab};
+
+use crate::checkpoint::{
+    read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_CHECKPOINT, BEST_JSON,
+    CHECKPOINT_DIR, METRICS_CSV,
+};
+use crate::config::{ExperimentConfig, OptimizerKind};
+use crate::metrics::{TokenMetric, TokenMetricKind};
+use crate::model::{char_lm_config, LanguageModel};
+use crate::renderer::PlainRenderer;
+use crate::strategy::EpochLoop;
+use crate::TrainError;
+
+/// File name of the config a run was trained with.
+pub const CONFIG_FILE: &str = "config.toml";
+/// File name of a run's vocabulary.
+pub const VOCAB_FILE: &str = "vocab.json";
+/// Folder of burn-train's own logs in a run directory.
+pub const LOG_DIR: &str = "logs";
+
+/// How to run training, beyond the experiment config.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The run directory.
+    pub artifacts: PathBuf,
+    /// Show burn-train's TUI dashboard (else one plain line per epoch).
+    pub tui: bool,
+    /// Replace a run already in `artifacts`.
+    pub overwrite: bool,
+}
+
+/// What a finished training run produced.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The checkpoint in `best.mpk`.
+    pub best: BestCheckpoint,
+    /// Every epoch's figures.
+    pub epochs: Vec<EpochRecord>,
+    /// Validation loss of a unigram (character frequency) model fitted on the training split.
+    pub unigram_valid_loss: f64,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+/// The encoded, split dataset of a character model.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// The vocabulary of every character in the file.
+    pub vocab: Vocab,
+    /// Training sequences.
+    pub train: Vec<TokenSequence>,
+    /// Validation sequences.
+    pub valid: Vec<TokenSequence>,
+}
+
+/// Reads, encodes and splits the `[data]` of `config`.
+pub fn prepare_data(config: &ExperimentConfig) -> Result<PreparedData, TrainError> {
+    let lines = read_lines(&config.data.path)?;
+    let vocab = Vocab::from_texts(lines.iter().map(String::as_str));
+    let sequences = lines
+        .iter()
+        .map(|l| vocab.encode_line(l).map(|tokens| TokenSequence { tokens }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let what = config.data.path.display().to_string();
+    let split = split_train_valid(sequences, config.data.valid_fraction, config.train.seed, &what)?;
+    Ok(PreparedData {
+        vocab,
+        train: split.train,
+        valid: split.valid,
+    })
+}
+
+/// Validation loss (nats per token) of next-token prediction by training-set token frequencies
+/// (add-one smoothed): the baseline any sequence model must beat.
+pub fn unigram_loss(vocab_size: usize, train: &[TokenSequence], valid: &[TokenSequence]) -> f64 {
+    let mut counts = vec![1.0f64; vocab_size];
+    for s in train {
+        for &t in &s.tokens[1..] {
+            counts[t] += 1.0;
+        }
+    }
+    let total: f64 = counts.iter().sum();
+    let (mut nll, mut n) = (0.0, 0usize);
+    for s in valid {
+        for &t in &s.tokens[1..] {
+            nll -= (counts[t] / total).ln();
+            n += 1;
+        }
+    }
+    nll / n as f64
+}
+
+/// Refuses a directory that already holds a trained run, unless `overwrite`.
+pub fn ensure_free(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
+    if dir.join(BEST_CHECKPOINT).exists() && !overwrite {
+        return Err(TrainError::RunExists(dir.to_owned()));
+    }
+    Ok(())
+}
+
+/// Makes `dir` ready for a new run: refuses to touch an existing run unless `overwrite`,
+/// in which case its checkpoints, metrics and logs are removed.
+fn prepare_dir(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
+    ensure_free(dir, overwrite)?;
+    if dir.join(BEST_CHECKPOINT).exists() {
+        for f in [BEST_CHECKPOINT, BEST_JSON, METRICS_CSV] {
+            std::fs::remove_file(dir.join(f)).map_err(TrainError::io(dir.join(f)))?;
+        }
+        for d in [CHECKPOINT_DIR, LOG_DIR] {
+            if dir.join(d).exists() {
+                std::fs::remove_dir_all(dir.join(d)).map_err(TrainError::io(dir.join(d)))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))
+}
+
+/// Trains the character model of `config` on backend `B` and device `device`.
+///
+/// The run directory receives `config.toml`, `vocab.json`, `checkpoints/epoch-NNN-valid-L.mpk`,
+/// `best.mpk` + `best.json`, `metrics.csv`, and burn-train's logs under `logs/`.
+pub fn train<B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    options: &TrainOptions,
+    device: B::Device,
+) -> Result<TrainSummary, TrainError> {
+    let data = prepare_data(config)?;
+    let model_config = char_lm_config(&config.model, data.vocab.len());
+    let dir = &options.artifacts;
+    prepare_dir(dir, options.overwrite)?;
+    std::fs::write(dir.join(CONFIG_FILE), config.to_toml()).map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
+    data.vocab.save(&dir.join(VOCAB_FILE))?;
+    let unigram = unigram_loss(data.vocab.len(), &data.train, &data.valid);
+    tracing::info!(
+        "{} training and {} validation sequences, vocabulary of {} tokens; unigram baseline {:.4}",
+        data.train.len(),
+        data.valid.len(),
+        data.vocab.len(),
+        unigram
+    );
+
+    B::seed(&device, config.train.seed);
+    let model = LanguageModel {
+        lm: model_config.init::<B>(&device)?,
+    };
+    let clip = (config.train.grad_clip > 0.0)
+        .then(|| GradientClippingConfig::Norm(config.train.grad_clip as f32));
+    let outcome = match config.train.optimizer {
+        OptimizerKind::Adam => {
+            let optim = AdamConfig::new()
+                .with_epsilon(1e-8)
+                .with_grad_clipping(clip)
+                .init();
+            fit(config, options, device, model, optim, data)?
+        }
+        OptimizerKind::Adamw => {
+            let optim = AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(1e-2)
+                .with_grad_clipping(clip)
+                .init();
+            fit(config, options, device, model, optim, data)?
+        }
+    };
+    let best = read_best(dir)?;
+    Ok(TrainSummary {
+        dir: dir.clone(),
+        best,
+        epochs: outcome.0,
+        unigram_valid_loss: unigram,
+        stopped_early: outcome.1,
+    })
+}
+
+fn fit<B, O>(
+    config: &ExperimentConfig,
+    options: &TrainOptions,
+    device: B::Device,
+    model: LanguageModel<B>,
+    optim: O,
+    data: PreparedData,
+) -> Result<(Vec<EpochRecord>, bool), TrainError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<LanguageModel<B>, B> + 'static,
+{
+    let batcher = SequenceBatcher::new(data.vocab.pad_id());
+    let loader_train = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(config.train.batch_size)
+        .shuffle(config.train.seed)
+        .build(InMemDataset::new(data.train));
+    let loader_valid = DataLoaderBuilder::new(batcher)
+        .batch_size(config.train.batch_size)
+        .build(InMemDataset::new(data.valid));
+
+    let keeper = CheckpointKeeper::new(&options.artifacts, config.train.keep_last);
+    let patience = (config.train.patience > 0).then_some(config.train.patience);
+    let strategy = Arc::new(EpochLoop::<B>::new(device, keeper, patience));
+    let metric = TokenMetric::new;
+    let mut training = SupervisedTraining::new(options.artifacts.join(LOG_DIR), loader_train, loader_valid)
+        .metrics((
+            metric(TokenMetricKind::Loss),
+            metric(TokenMetricKind::Perplexity),
+            metric(TokenMetricKind::BitsPerChar),
+        ))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
+        .with_application_logger(None)
+        .num_epochs(config.train.epochs);
+    if !options.tui {
+        training = training.renderer(PlainRenderer::default());
+    }
+    let LearningResult { model: _, renderer } =
+        training.launch(Learner::new(model, optim, config.train.learning_rate));
+    drop(renderer);
+    let outcome = strategy.take_outcome();
+    match outcome.error {
+        Some(e) => Err(e),
+        None => Ok((outcome.epochs, outcome.stopped_early)),
+    }
+}
+
+/// Mean NLL per valid token (nats) of `model` on `data`, in batches of `batch_size`.
+pub fn evaluate<B: burn::prelude::Backend>(
+    model: &ember_nn::CharLm<B>,
+    data: &[TokenSequence],
+    pad_id: usize,
+    batch_size: usize,
+    device: &B::Device,
+) -> f64 {
+    use burn::data::dataloader::batcher::Batcher;
+    let batcher = SequenceBatcher::new(pad_id);
+    let wrapper = LanguageModel { lm: model.clone() };
+    let mut acc = crate::output::LossAccumulator::default();
+    for chunk in data.chunks(batch_size.max(1)) {
+        let batch = batcher.batch(chunk.to_vec(), device);
+        let mut out = wrapper.forward_loss(batch);
+        acc.add(out.mean_nll(), out.tokens);
+    }
+    acc.mean()
+}

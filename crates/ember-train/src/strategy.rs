@@ -1,0 +1,204 @@
+//! The epoch loop: burn-train's single-device loop, plus exact token-weighted validation loss,
+//! ember's checkpoint policy, a stop on a non-finite loss, and early stopping.
+//!
+//! burn-train's own checkpointer decides on metrics that its loggers may not have finished
+//! writing (a race that can pick the wrong epoch), and names files only by epoch. This loop
+//! computes the validation loss itself from every batch and hands it to [`CheckpointKeeper`].
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use burn::data::dataloader::Progress;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{
+    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningComponentsTypes,
+    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainStep,
+    TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
+};
+
+use crate::checkpoint::{CheckpointKeeper, EpochRecord};
+use crate::output::{LossAccumulator, TokenLossOutput};
+use crate::TrainError;
+
+/// A model whose weights the keeper can write as a checkpoint.
+pub trait SaveModel {
+    /// Writes the weights to `path` (a `.mpk` file).
+    fn save_model(&self, path: &std::path::Path) -> Result<(), String>;
+}
+
+/// What the epoch loop leaves behind once `launch` returns.
+#[derive(Debug, Default)]
+pub struct LoopOutcome {
+    /// Every completed epoch.
+    pub epochs: Vec<EpochRecord>,
+    /// Why training stopped early, if it failed.
+    pub error: Option<TrainError>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+/// The custom training strategy (see the module docs).
+pub struct EpochLoop<B: AutodiffBackend> {
+    device: B::Device,
+    keeper: Mutex<CheckpointKeeper>,
+    patience: Option<usize>,
+    outcome: Mutex<LoopOutcome>,
+}
+
+impl<B: AutodiffBackend> EpochLoop<B> {
+    /// A loop on `device` that checkpoints through `keeper` and stops after `patience` epochs
+    /// without a better validation loss (never, with `None`).
+    pub fn new(device: B::Device, keeper: CheckpointKeeper, patience: Option<usize>) -> Self {
+        Self {
+            device,
+            keeper: Mutex::new(keeper),
+            patience,
+            outcome: Mutex::new(LoopOutcome::default()),
+        }
+    }
+
+    /// Takes what the loop recorded.
+    pub fn take_outcome(&self) -> LoopOutcome {
+        std::mem::take(&mut *self.outcome.lock().expect("outcome lock"))
+    }
+
+    fn kept(&self) -> String {
+        match self.keeper.lock().expect("keeper lock").best() {
+            Some(b) => format!(
+                "best.mpk (epoch {}, valid loss {:.4}) is kept",
+                b.epoch, b.valid_loss
+            ),
+            None => "no checkpoint was written".to_owned(),
+        }
+    }
+
+    fn non_finite(&self, split: &'static str, value: f64, epoch: usize, batch: usize) -> TrainError {
+        TrainError::NonFiniteLoss {
+            split,
+            value,
+            epoch,
+            batch,
+            kept: self.kept(),
+        }
+    }
+}
+
+type InnerBackend<LC> = <<LC as LearningComponentsTypes>::Backend as AutodiffBackend>::InnerBackend;
+
+impl<LC> SupervisedLearningStrategy<LC> for EpochLoop<LC::Backend>
+where
+    LC: LearningComponentsTypes,
+    LC::TrainingModel: TrainStep<Output = TokenLossOutput<LC::Backend>> + SaveModel,
+    LC::InferenceModel: InferenceStep<Output = TokenLossOutput<InnerBackend<LC>>>,
+{
+    fn fit(
+        &self,
+        components: TrainingComponents<LC>,
+        mut learner: Learner<LC>,
+        loader_train: TrainLoader<LC>,
+        loader_valid: ValidLoader<LC>,
+        starting_epoch: usize,
+    ) -> (TrainingModel<LC>, SupervisedTrainingEventProcessor<LC>) {
+        let loader_train = loader_train.to_device(&self.device);
+        let loader_valid = loader_valid.to_device(&self.device);
+        learner.fork(&self.device);
+        let mut processor = components.event_processor;
+        let interrupter = components.interrupter;
+        let mut since_best = 0;
+
+        'epochs: for epoch in starting_epoch..=components.num_epochs {
+            let started = Instant::now();
+            let global = Progress::new(epoch, components.num_epochs);
+
+            let mut train = LossAccumulator::default();
+            let mut batches = loader_train.iter();
+            let mut iteration = 0;
+            while let Some(batch) = batches.next() {
+                iteration += 1;
+                learner.lr_step();
+                let progress = batches.progress();
+                let mut out = learner.train_step(batch);
+                let loss = out.item.mean_nll();
+                if !loss.is_finite() {
+                    let err = self.non_finite("train", loss, epoch, iteration);
+                    self.outcome.lock().expect("outcome lock").error = Some(err);
+                    break 'epochs;
+                }
+                train.add(loss, out.item.tokens);
+                learner.optimizer_step(out.grads);
+                let item = TrainingItem::new(
+                    out.item,
+                    progress,
+                    global.clone(),
+                    Some(iteration),
+                    Some(learner.lr_current()),
+                );
+                processor.process_train(LearnerEvent::ProcessedItem(item));
+                if interrupter.should_stop() {
+                    break;
+                }
+            }
+            processor.process_train(LearnerEvent::EndEpoch(epoch));
+            if interrupter.should_stop() {
+                break;
+            }
+
+            let model = learner.model().valid();
+            let mut valid = LossAccumulator::default();
+            let mut batches = loader_valid.iter();
+            let mut iteration = 0;
+            while let Some(batch) = batches.next() {
+                iteration += 1;
+                let progress = batches.progress();
+                let mut out = model.step(batch);
+                let loss = out.mean_nll();
+                if !loss.is_finite() {
+                    let err = self.non_finite("valid", loss, epoch, iteration);
+                    self.outcome.lock().expect("outcome lock").error = Some(err);
+                    break 'epochs;
+                }
+                valid.add(loss, out.tokens);
+                let item = TrainingItem::new(out, progress, global.clone(), Some(iteration), None);
+                processor.process_valid(LearnerEvent::ProcessedItem(item));
+            }
+            processor.process_valid(LearnerEvent::EndEpoch(epoch));
+
+            let mut record = EpochRecord::new(
+                epoch,
+                train.mean(),
+                valid.mean(),
+                started.elapsed().as_secs_f64(),
+            );
+            let trained = learner.model();
+            let saved = self
+                .keeper
+                .lock()
+                .expect("keeper lock")
+                .on_epoch(&mut record, |path| trained.save_model(path));
+            let mut outcome = self.outcome.lock().expect("outcome lock");
+            match saved {
+                Ok(is_best) => {
+                    tracing::info!(
+                        "epoch {epoch}: train loss {:.4}, valid loss {:.4}{}",
+                        record.train_loss,
+                        record.valid_loss,
+                        if is_best { " (best so far)" } else { "" }
+                    );
+                    since_best = if is_best { 0 } else { since_best + 1 };
+                    outcome.epochs.push(record);
+                }
+                Err(e) => {
+                    outcome.error = Some(e);
+                    break;
+                }
+            }
+            if self.patience.is_some_and(|p| since_best >= p) {
+                tracing::info!("early stop: no better validation loss for {since_best} epochs");
+                outcome.stopped_early = true;
+                break;
+            }
+        }
+        (learner.model(), processor)
+    }
+}

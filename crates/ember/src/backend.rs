@@ -1,0 +1,41 @@
+//! The compute backends a command can run on, chosen at run time.
+
+use std::panic;
+
+use anyhow::bail;
+use burn::backend::wgpu::WgpuDevice;
+use burn::backend::Wgpu;
+use burn::prelude::*;
+
+/// Where tensors live and kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// CPU, through the ndarray crate.
+    Ndarray,
+    /// GPU through wgpu (Vulkan, Metal, DX12); on a machine without a GPU, Vulkan on lavapipe.
+    Wgpu,
+}
+
+/// Checks that wgpu finds an adapter, turning Burn's panic (on a worker thread, with no error
+/// value) into one line that says how to get one.
+pub fn ensure_wgpu() -> anyhow::Result<()> {
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let works = std::thread::spawn(|| {
+        panic::catch_unwind(|| {
+            let t = Tensor::<Wgpu, 1>::from_floats([1.0, 2.0], &WgpuDevice::default());
+            t.sum().into_scalar()
+        })
+        .is_ok()
+    })
+    .join()
+    .unwrap_or(false);
+    panic::set_hook(previous);
+    if !works {
+        bail!(
+            "--backend wgpu found no GPU or Vulkan device: install a Vulkan driver \
+             (without a GPU: sudo apt-get install -y mesa-vulkan-drivers libvulkan1) or use --backend ndarray"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::BackendKind;
+
+/// Train recurrent sequence models (RNN, LSTM, GRU) on Burn and use them.
+#[derive(Debug, Parser)]
+#[command(name = "ember", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train the experiment of a config file into a run directory.
+    Train(TrainArgs),
+    /// Generate text from a trained run's best checkpoint.
+    Sample(SampleArgs),
+}
+
+/// `ember train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The experiment config (TOML).
+    #[arg(long, default_value = "configs/names-lstm.toml")]
+    pub config: PathBuf,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    pub backend: BackendKind,
+    /// Override train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Run directory [default: runs/<config name>, or runs/<name>-2, -3, ... if taken].
+    #[arg(long)]
+    pub artifacts: Option<PathBuf>,
+    /// Replace a run already in --artifacts.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print one line per epoch instead of the TUI dashboard (the default when stdout is
+    /// not a terminal).
+    #[arg(long)]
+    pub no_tui: bool,
+}
+
+/// `ember sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The run directory (holding best.mpk, config.toml, vocab.json).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Number of samples.
+    #[arg(long, default_value_t = 10)]
+    pub n: usize,
+    /// Softmax temperature: below 1 is safer, above 1 wilder.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Text each sample starts with.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Sampler seed; the same seed gives the same samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most characters generated per sample after the prefix.
+    #[arg(long, default_value_t = 50)]
+    pub max_len: usize,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    pub backend: BackendKind,
+}
+
+/// Prints a usage error as one line (help and version print as usual).
+pub fn report_usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    let text = e.render().to_string();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("{line} (see ember --help)");
+    ExitCode::from(2)
+}

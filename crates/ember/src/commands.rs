@@ -1,0 +1,160 @@
+//! What each subcommand does, on the backend chosen at run time.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use burn::backend::ndarray::NdArrayDevice;
+use burn::backend::wgpu::WgpuDevice;
+use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use ember_train::checkpoint::BEST_CHECKPOINT;
+use ember_train::{ExperimentConfig, SampleOptions, TrainOptions, TrainSummary};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::backend::{ensure_wgpu, BackendKind};
+use crate::cli::{Cli, Command, SampleArgs, TrainArgs};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => train(args),
+        Command::Sample(args) => sample(args),
+    }
+}
+
+/// Log filter: `RUST_LOG` if set, else ember at info and the GPU stack only on warnings.
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn,cubecl=warn"))
+}
+
+/// Logs to `train.log` in the run directory, and to stderr unless the TUI owns the terminal.
+fn init_logging(log_file: &Path, tui: bool) -> anyhow::Result<()> {
+    let file = std::fs::File::create(log_file)
+        .with_context(|| format!("cannot create {}", log_file.display()))?;
+    let to_file = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(Mutex::new(file))
+        .with_filter(filter());
+    let to_stderr = (!tui).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .without_time()
+            .with_filter(filter())
+    });
+    tracing_subscriber::registry()
+        .with(to_file)
+        .with(to_stderr)
+        .try_init()
+        .context("cannot set up logging")
+}
+
+/// `runs/<name>`, or the first free `runs/<name>-N` when that already holds a run.
+fn default_run_dir(name: &str) -> PathBuf {
+    let base = Path::new("runs");
+    (1..)
+        .map(|i| match i {
+            1 => base.join(name),
+            _ => base.join(format!("{name}-{i}")),
+        })
+        .find(|d| !d.join(BEST_CHECKPOINT).exists())
+        .expect("an unbounded range has a free name")
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let mut config = ExperimentConfig::load(&args.config)?;
+    if let Some(epochs) = args.epochs {
+        anyhow::ensure!(epochs > 0, "--epochs must be at least 1");
+        config.train.epochs = epochs;
+    }
+    if args.backend == BackendKind::Wgpu {
+        ensure_wgpu()?;
+    }
+    let artifacts = args.artifacts.unwrap_or_else(|| default_run_dir(&config.name));
+    let tui = !args.no_tui && std::io::stdout().is_terminal();
+    let options = TrainOptions {
+        artifacts: artifacts.clone(),
+        tui,
+        overwrite: args.overwrite,
+    };
+    ember_train::run::ensure_free(&artifacts, args.overwrite)?;
+    std::fs::create_dir_all(&artifacts)
+        .with_context(|| format!("cannot create run directory {}", artifacts.display()))?;
+    init_logging(&artifacts.join("train.log"), tui)?;
+    tracing::info!(
+        "training {} ({}) on {:?} into {}",
+        config.name,
+        args.config.display(),
+        args.backend,
+        artifacts.display()
+    );
+    let summary = match args.backend {
+        BackendKind::Ndarray => {
+            train_on::<Autodiff<NdArray>>(&config, &options, NdArrayDevice::Cpu)?
+        }
+        BackendKind::Wgpu => train_on::<Autodiff<Wgpu>>(&config, &options, WgpuDevice::default())?,
+    };
+    report(&summary);
+    Ok(())
+}
+
+fn train_on<B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    options: &TrainOptions,
+    device: B::Device,
+) -> anyhow::Result<TrainSummary> {
+    Ok(ember_train::train::<B>(config, options, device)?)
+}
+
+fn report(summary: &TrainSummary) {
+    let best = &summary.best;
+    println!(
+        "best checkpoint: {} (epoch {}, valid loss {:.4}, perplexity {:.2}; unigram baseline {:.4}{})",
+        summary.dir.join(BEST_CHECKPOINT).display(),
+        best.epoch,
+        best.valid_loss,
+        best.valid_loss.exp(),
+        summary.unigram_valid_loss,
+        if summary.stopped_early { "; stopped early" } else { "" }
+    );
+    println!(
+        "sample from it: cargo xtask sample --run {} --n 20",
+        summary.dir.display()
+    );
+}
+
+fn sample(args: SampleArgs) -> anyhow::Result<()> {
+    let options = SampleOptions {
+        n: args.n,
+        temperature: args.temperature,
+        prefix: args.prefix.clone(),
+        seed: args.seed,
+        max_len: args.max_len,
+    };
+    let lines = match args.backend {
+        BackendKind::Ndarray => sample_on::<NdArray>(&args.run, &options, NdArrayDevice::Cpu)?,
+        BackendKind::Wgpu => {
+            ensure_wgpu()?;
+            sample_on::<Wgpu>(&args.run, &options, WgpuDevice::default())?
+        }
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn sample_on<B: Backend>(
+    run: &Path,
+    options: &SampleOptions,
+    device: B::Device,
+) -> anyhow::Result<Vec<String>> {
+    let loaded = ember_train::load_run::<B>(run, &device)?;
+    Ok(ember_train::sample(&loaded.model, &loaded.vocab, options, &device)?)
+}

@@ -1,0 +1,161 @@
+//! The `ember` binary end to end: training, sampling, and one-line errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn names_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/names.txt")
+}
+
+/// The first `n` names of the shipped dataset, in a file of its own.
+fn names_subset(dir: &Path, n: usize) -> PathBuf {
+    let text = std::fs::read_to_string(names_file()).unwrap();
+    let lines: Vec<&str> = text.lines().take(n).collect();
+    let path = dir.join("names.txt");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+/// A tiny experiment on `data`, trainable in seconds.
+fn tiny_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    let text = format!(
+        "name = \"tiny\"\n[data]\npath = {:?}\n[model]\nembed_dim = 8\nhidden_size = 16\n\
+         [train]\nepochs = 1\nbatch_size = 32\nlearning_rate = 0.01\n{extra}",
+        data.to_str().unwrap()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn ember(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the ember binary runs")
+}
+
+/// Asserts a failure with exactly one line on stderr that mentions every needle.
+fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn missing_data_file_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &dir.path().join("nope.txt"), "");
+    let out = ember(&["train", "--config", cfg.to_str().unwrap(), "--artifacts", "run"], dir.path());
+    assert_one_line_error(&out, &["nope.txt", "not found", "data.path"]);
+}
+
+#[test]
+fn empty_data_file_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("empty.txt");
+    std::fs::write(&data, "\n \n").unwrap();
+    let cfg = tiny_config(dir.path(), &data, "");
+    let out = ember(&["train", "--config", cfg.to_str().unwrap(), "--artifacts", "run"], dir.path());
+    assert_one_line_error(&out, &["empty.txt", "no non-blank lines"]);
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &names_file(), "learning_rat = 0.1\n");
+    let out = ember(&["train", "--config", cfg.to_str().unwrap()], dir.path());
+    assert_one_line_error(&out, &["tiny.toml", "unknown field `learning_rat`", "line 10"]);
+}
+
+#[test]
+fn missing_config_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ember(&["train", "--config", "no-such.toml"], dir.path());
+    assert_one_line_error(&out, &["no-such.toml"]);
+}
+
+#[test]
+fn misspelt_backend_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ember(&["train", "--backend", "wgp"], dir.path());
+    assert_one_line_error(&out, &["wgp", "ndarray", "wgpu"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn sample_without_checkpoint_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ember(&["sample", "--run", "."], dir.path());
+    assert_one_line_error(&out, &["holds no checkpoint", "best.mpk"]);
+}
+
+#[test]
+fn train_sample_and_protect_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 300);
+    let cfg = tiny_config(dir.path(), &data, "");
+    let cfg = cfg.to_str().unwrap();
+    let out = stdout(&ember(&["train", "--config", cfg, "--epochs", "2", "--artifacts", "run"], dir.path()));
+    assert!(out.contains("epoch 2/2 valid"), "plain renderer lines missing: {out}");
+    assert!(out.contains("best checkpoint: run/best.mpk"), "{out}");
+
+    let run = dir.path().join("run");
+    for f in ["config.toml", "vocab.json", "best.mpk", "best.json", "metrics.csv", "train.log"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let ckpts: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(ckpts.len(), 2, "{ckpts:?}");
+    assert!(ckpts.iter().all(|c| c.starts_with("epoch-00") && c.contains("-valid-") && c.ends_with(".mpk")));
+
+    let args = ["sample", "--run", "run", "--n", "8", "--temperature", "0.8", "--prefix", "An", "--seed", "1"];
+    let a = stdout(&ember(&args, dir.path()));
+    let b = stdout(&ember(&args, dir.path()));
+    assert_eq!(a, b, "same seed, different samples");
+    assert_eq!(a.lines().count(), 8);
+    assert!(a.lines().all(|l| l.starts_with("An")), "{a}");
+    let mut other = args;
+    other[9] = "2";
+    assert_ne!(a, stdout(&ember(&other, dir.path())), "seed has no effect");
+
+    let out = ember(&["sample", "--run", "run", "--prefix", "Zq§"], dir.path());
+    assert_one_line_error(&out, &["unknown character", "'§'"]);
+
+    // A second run into the same directory must not touch the first.
+    let best_before = std::fs::read(run.join("best.mpk")).unwrap();
+    let out = ember(&["train", "--config", cfg, "--artifacts", "run"], dir.path());
+    assert_one_line_error(&out, &["already holds a trained run", "--overwrite"]);
+    assert_eq!(std::fs::read(run.join("best.mpk")).unwrap(), best_before);
+
+    // A damaged checkpoint is reported, not a panic.
+    std::fs::write(run.join("best.mpk"), b"not a checkpoint").unwrap();
+    let out = ember(&["sample", "--run", "run"], dir.path());
+    assert_one_line_error(&out, &["cannot load checkpoint", "best.mpk"]);
+}
+
+/// wgpu on whatever Vulkan device there is (lavapipe on CI): train a step, sample from it.
+#[test]
+fn wgpu_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 64);
+    let cfg = tiny_config(dir.path(), &data, "");
+    let args = ["train", "--backend", "wgpu", "--config", cfg.to_str().unwrap(), "--artifacts", "run"];
+    let out = stdout(&ember(&args, dir.path()));
+    assert!(out.contains("best checkpoint"), "{out}");
+    let samples = stdout(&ember(&["sample", "--backend", "wgpu", "--run", "run", "--n", "3", "--seed", "3"], dir.path()));
+    assert_eq!(samples.lines().count(), 3, "{samples}");
+}
