@@ -82,6 +82,6 @@ fn ensure_vulkan() -> Result<(), String> {
 fn test(args: &[String]) -> Result<ExitCode, String> {
     ensure_vulkan()?;
     let mut c = cargo();
-    c.args(["test", "--release", "--workspace"]).args(args);
+    c.args(["test", "--release", "--workspace", "--no-fail-fast"]).args(args);
     status(c)
 }

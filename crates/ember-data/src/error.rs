@@ -7,7 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum DataError {
     /// The file does not exist.
-    #[error("data file {path} not found: check data.path in the config (or pass --set data.path=FILE)")]
+    #[error("data file {path} not found: check data.path in the config (relative paths start from the directory ember runs in)")]
     NotFound {
         /// The missing file.
         path: PathBuf,

@@ -129,16 +129,17 @@ fn prepare_dir(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(TrainError::io(dir))
 }
 
-/// Trains the character model of `config` on backend `B` and device `device`.
+/// Trains the character model of `config` on `data` (from [`prepare_data`]), on backend `B`
+/// and device `device`.
 ///
 /// The run directory receives `config.toml`, `vocab.json`, `checkpoints/epoch-NNN-valid-L.mpk`,
 /// `best.mpk` + `best.json`, `metrics.csv`, and burn-train's logs under `logs/`.
 pub fn train<B: AutodiffBackend>(
     config: &ExperimentConfig,
+    data: PreparedData,
     options: &TrainOptions,
     device: B::Device,
 ) -> Result<TrainSummary, TrainError> {
-    let data = prepare_data(config)?;
     let model_config = char_lm_config(&config.model, data.vocab.len());
     let dir = &options.artifacts;
     prepare_dir(dir, options.overwrite)?;

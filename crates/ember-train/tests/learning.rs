@@ -21,7 +21,8 @@ fn learns_below_unigram_and_keeps_the_best_epoch() {
     ))
     .unwrap();
     let options = TrainOptions { artifacts: dir.path().join("run"), tui: false, overwrite: false };
-    let summary = train::<Autodiff<NdArray>>(&config, &options, NdArrayDevice::Cpu).unwrap();
+    let data = prepare_data(&config).unwrap();
+    let summary = train::<Autodiff<NdArray>>(&config, data, &options, NdArrayDevice::Cpu).unwrap();
 
     let rows = read_metrics(&options.artifacts).unwrap();
     assert_eq!(rows.len(), 4);

@@ -11,6 +11,7 @@ use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_train::checkpoint::BEST_CHECKPOINT;
+use ember_train::run::PreparedData;
 use ember_train::{ExperimentConfig, SampleOptions, TrainOptions, TrainSummary};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -76,6 +77,8 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     if args.backend == BackendKind::Wgpu {
         ensure_wgpu()?;
     }
+    // Bad data fails here, before a run directory exists.
+    let data = ember_train::run::prepare_data(&config)?;
     let artifacts = args.artifacts.unwrap_or_else(|| default_run_dir(&config.name));
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     let options = TrainOptions {
@@ -96,9 +99,11 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     );
     let summary = match args.backend {
         BackendKind::Ndarray => {
-            train_on::<Autodiff<NdArray>>(&config, &options, NdArrayDevice::Cpu)?
+            train_on::<Autodiff<NdArray>>(&config, data, &options, NdArrayDevice::Cpu)?
         }
-        BackendKind::Wgpu => train_on::<Autodiff<Wgpu>>(&config, &options, WgpuDevice::default())?,
+        BackendKind::Wgpu => {
+            train_on::<Autodiff<Wgpu>>(&config, data, &options, WgpuDevice::default())?
+        }
     };
     report(&summary);
     Ok(())
@@ -106,10 +111,11 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
 
 fn train_on<B: AutodiffBackend>(
     config: &ExperimentConfig,
+    data: PreparedData,
     options: &TrainOptions,
     device: B::Device,
 ) -> anyhow::Result<TrainSummary> {
-    Ok(ember_train::train::<B>(config, options, device)?)
+    Ok(ember_train::train::<B>(config, data, options, device)?)
 }
 
 fn report(summary: &TrainSummary) {

@@ -76,7 +76,7 @@ fn unknown_config_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path(), &names_file(), "learning_rat = 0.1\n");
     let out = ember(&["train", "--config", cfg.to_str().unwrap()], dir.path());
-    assert_one_line_error(&out, &["tiny.toml", "unknown field `learning_rat`", "line 10"]);
+    assert_one_line_error(&out, &["tiny.toml", "unknown field `learning_rat`", "line 11"]);
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn train_sample_and_protect_the_run() {
     assert_eq!(a.lines().count(), 8);
     assert!(a.lines().all(|l| l.starts_with("An")), "{a}");
     let mut other = args;
-    other[9] = "2";
+    other[10] = "2";
     assert_ne!(a, stdout(&ember(&other, dir.path())), "seed has no effect");
 
     let out = ember(&["sample", "--run", "run", "--prefix", "Zq§"], dir.path());
