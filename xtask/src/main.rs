@@ -32,7 +32,9 @@ fn cargo() -> Command {
 }
 
 fn status(mut cmd: Command) -> Result<ExitCode, String> {
-    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
@@ -42,18 +44,25 @@ fn status(mut cmd: Command) -> Result<ExitCode, String> {
 
 fn ember(cmd: &str, args: &[String]) -> Result<ExitCode, String> {
     let mut c = cargo();
-    c.args(["run", "--release", "--quiet", "-p", "ember", "--"]).arg(cmd).args(args);
+    c.args(["run", "--release", "--quiet", "-p", "ember", "--"])
+        .arg(cmd)
+        .args(args);
     status(c)
 }
 
 /// Whether a Vulkan loader and at least one ICD (driver) are installed.
 fn vulkan_present() -> bool {
-    let loader = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/aarch64-linux-gnu/libvulkan.so.1", "/usr/lib/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"]
+    let loader = [
+        "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/libvulkan.so.1",
+        "/usr/lib64/libvulkan.so.1",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
         .iter()
-        .any(|p| Path::new(p).exists());
-    let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"].iter().any(|d| {
-        std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some())
-    });
+        .any(|d| std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some()));
     loader && icd
 }
 
@@ -61,12 +70,18 @@ fn ensure_vulkan() -> Result<(), String> {
     if vulkan_present() {
         return Ok(());
     }
-    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
     if !is_root || !Path::new("/usr/bin/apt-get").exists() {
         return Err("the wgpu tests need a Vulkan device: install one (without a GPU: sudo apt-get install -y mesa-vulkan-drivers libvulkan1), then rerun".into());
     }
     eprintln!("xtask: installing a CPU Vulkan driver (lavapipe) for the wgpu tests");
-    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "mesa-vulkan-drivers", "libvulkan1"]] {
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "mesa-vulkan-drivers", "libvulkan1"],
+    ] {
         let ok = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -82,6 +97,7 @@ fn ensure_vulkan() -> Result<(), String> {
 fn test(args: &[String]) -> Result<ExitCode, String> {
     ensure_vulkan()?;
     let mut c = cargo();
-    c.args(["test", "--release", "--workspace", "--no-fail-fast"]).args(args);
+    c.args(["test", "--release", "--workspace", "--no-fail-fast"])
+        .args(args);
     status(c)
 }

@@ -78,8 +78,12 @@ mod tests {
     #[test]
     fn pads_shifts_and_masks() {
         let items = vec![
-            TokenSequence { tokens: vec![1, 5, 6, 2] },
-            TokenSequence { tokens: vec![1, 7, 2] },
+            TokenSequence {
+                tokens: vec![1, 5, 6, 2],
+            },
+            TokenSequence {
+                tokens: vec![1, 7, 2],
+            },
         ];
         let b: SequenceBatch<NdArray> = SequenceBatcher::new(0).batch(items, &Default::default());
         assert_eq!(b.lengths, [3, 2]);

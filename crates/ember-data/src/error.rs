@@ -21,7 +21,9 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// The file is not valid UTF-8 text.
-    #[error("{path} is not UTF-8 text (invalid byte at offset {offset}): convert it to UTF-8 first")]
+    #[error(
+        "{path} is not UTF-8 text (invalid byte at offset {offset}): convert it to UTF-8 first"
+    )]
     NotUtf8 {
         /// The file.
         path: PathBuf,
@@ -35,7 +37,9 @@ pub enum DataError {
         path: PathBuf,
     },
     /// Too few samples to split into training and validation sets.
-    #[error("{what} has {count} sample(s); at least {needed} are needed for a train/validation split")]
+    #[error(
+        "{what} has {count} sample(s); at least {needed} are needed for a train/validation split"
+    )]
     TooFewSamples {
         /// What was being split.
         what: String,

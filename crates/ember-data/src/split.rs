@@ -32,7 +32,8 @@ pub fn split_train_valid<T>(
     }
     let mut items = items;
     items.shuffle(&mut StdRng::seed_from_u64(seed));
-    let n_valid = ((items.len() as f64 * valid_fraction).round() as usize).clamp(1, items.len() - 1);
+    let n_valid =
+        ((items.len() as f64 * valid_fraction).round() as usize).clamp(1, items.len() - 1);
     let train = items.split_off(n_valid);
     Ok(Split {
         train,

@@ -28,7 +28,10 @@ pub struct CharLmConfig {
 impl CharLmConfig {
     /// Builds the model; an impossible size is an error naming the key.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<CharLm<B>, NnError> {
-        for (key, v) in [("vocab_size", self.vocab_size), ("embed_dim", self.embed_dim)] {
+        for (key, v) in [
+            ("vocab_size", self.vocab_size),
+            ("embed_dim", self.embed_dim),
+        ] {
             if v == 0 {
                 return Err(NnError::ZeroSize { key });
             }

@@ -237,14 +237,19 @@ impl<B: Backend> Lstm<B> {
                     h: state.h.clone().slice(s![row..row + 1]).squeeze_dim(0),
                     c: Some(state.c.clone().slice(s![row..row + 1]).squeeze_dim(0)),
                 };
-                let (out, s) = run_direction(&self.cells[row], x.clone(), s0, valid.as_ref(), dir == 1);
+                let (out, s) =
+                    run_direction(&self.cells[row], x.clone(), s0, valid.as_ref(), dir == 1);
                 outs.push(out);
                 h_n.push(s.h);
                 c_n.push(s.c.expect("an LSTM state carries c"));
             }
             x = Tensor::cat(outs, 2);
         }
-        let out = if self.batch_first { x.swap_dims(0, 1) } else { x };
+        let out = if self.batch_first {
+            x.swap_dims(0, 1)
+        } else {
+            x
+        };
         let state = LstmState {
             h: Tensor::stack(h_n, 0),
             c: Tensor::stack(c_n, 0),

@@ -222,11 +222,16 @@ mod tests {
             let mut rec = EpochRecord::new(i + 1, 2.5, *loss, 0.1);
             let content = format!("epoch {}", i + 1);
             keeper
-                .on_epoch(&mut rec, |p| std::fs::write(p, &content).map_err(|e| e.to_string()))
+                .on_epoch(&mut rec, |p| {
+                    std::fs::write(p, &content).map_err(|e| e.to_string())
+                })
                 .unwrap();
             assert_eq!(rec.best, i <= 1);
         }
-        assert_eq!(std::fs::read_to_string(dir.path().join(BEST_CHECKPOINT)).unwrap(), "epoch 2");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(BEST_CHECKPOINT)).unwrap(),
+            "epoch 2"
+        );
         let best = read_best(dir.path()).unwrap();
         assert_eq!((best.epoch, best.valid_loss), (2, 1.5));
         let mut left: Vec<String> = std::fs::read_dir(dir.path().join(CHECKPOINT_DIR))
@@ -234,7 +239,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["epoch-002-valid-1.5000.mpk", "epoch-004-valid-1.6000.mpk"]);
+        assert_eq!(
+            left,
+            ["epoch-002-valid-1.5000.mpk", "epoch-004-valid-1.6000.mpk"]
+        );
         let rows = read_metrics(dir.path()).unwrap();
         assert_eq!(rows.len(), 4);
         assert!(rows[1].best && !rows[2].best);

@@ -192,7 +192,10 @@ impl ExperimentConfig {
     /// Checks values that parse but cannot train.
     pub fn validate(&self) -> Result<(), String> {
         if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
-            return Err(format!("name {:?} must be a non-empty file name", self.name));
+            return Err(format!(
+                "name {:?} must be a non-empty file name",
+                self.name
+            ));
         }
         if !(self.data.valid_fraction > 0.0 && self.data.valid_fraction < 1.0) {
             return Err(format!(
@@ -213,7 +216,10 @@ impl ExperimentConfig {
             }
         }
         if !(0.0..1.0).contains(&m.dropout) {
-            return Err(format!("model.dropout must be in [0, 1), got {}", m.dropout));
+            return Err(format!(
+                "model.dropout must be in [0, 1), got {}",
+                m.dropout
+            ));
         }
         if !(self.train.learning_rate > 0.0 && self.train.learning_rate.is_finite()) {
             return Err(format!(
@@ -259,16 +265,19 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\nhiden_size = 3\n")).unwrap_err();
+        let err =
+            ExperimentConfig::parse(&format!("{MINIMAL}[model]\nhiden_size = 3\n")).unwrap_err();
         assert!(err.contains("unknown field `hiden_size`"), "{err}");
         assert!(!err.contains('\n'));
     }
 
     #[test]
     fn impossible_values_are_named() {
-        let err = ExperimentConfig::parse(&format!("{MINIMAL}[train]\nbatch_size = 0\n")).unwrap_err();
+        let err =
+            ExperimentConfig::parse(&format!("{MINIMAL}[train]\nbatch_size = 0\n")).unwrap_err();
         assert_eq!(err, "train.batch_size must be at least 1, got 0");
-        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\nkind = \"transformer\"\n")).unwrap_err();
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\nkind = \"transformer\"\n"))
+            .unwrap_err();
         assert!(err.contains("unknown variant `transformer`"), "{err}");
     }
 }

@@ -23,7 +23,11 @@ impl PlainRenderer {
         let entry = match state {
             MetricState::Generic(e) | MetricState::Numeric(e, _) => e,
         };
-        let name = self.names.get(&entry.metric_id).cloned().unwrap_or_default();
+        let name = self
+            .names
+            .get(&entry.metric_id)
+            .cloned()
+            .unwrap_or_default();
         // Entries read "epoch <running> - batch <current>": keep the epoch figure.
         let formatted = entry.serialized_entry.formatted;
         let epoch_value = formatted

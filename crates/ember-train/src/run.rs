@@ -76,7 +76,12 @@ pub fn prepare_data(config: &ExperimentConfig) -> Result<PreparedData, TrainErro
         .map(|l| vocab.encode_line(l).map(|tokens| TokenSequence { tokens }))
         .collect::<Result<Vec<_>, _>>()?;
     let what = config.data.path.display().to_string();
-    let split = split_train_valid(sequences, config.data.valid_fraction, config.train.seed, &what)?;
+    let split = split_train_valid(
+        sequences,
+        config.data.valid_fraction,
+        config.train.seed,
+        &what,
+    )?;
     Ok(PreparedData {
         vocab,
         train: split.train,
@@ -143,7 +148,8 @@ pub fn train<B: AutodiffBackend>(
     let model_config = char_lm_config(&config.model, data.vocab.len());
     let dir = &options.artifacts;
     prepare_dir(dir, options.overwrite)?;
-    std::fs::write(dir.join(CONFIG_FILE), config.to_toml()).map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
+    std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
+        .map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
     data.vocab.save(&dir.join(VOCAB_FILE))?;
     let unigram = unigram_loss(data.vocab.len(), &data.train, &data.valid);
     tracing::info!(
@@ -159,7 +165,7 @@ pub fn train<B: AutodiffBackend>(
         lm: model_config.init::<B>(&device)?,
     };
     let clip = (config.train.grad_clip > 0.0)
-        .then(|| GradientClippingConfig::Norm(config.train.grad_clip as f32));
+        .then_some(GradientClippingConfig::Norm(config.train.grad_clip as f32));
     let outcome = match config.train.optimizer {
         OptimizerKind::Adam => {
             let optim = AdamConfig::new()
@@ -212,16 +218,17 @@ where
     let patience = (config.train.patience > 0).then_some(config.train.patience);
     let strategy = Arc::new(EpochLoop::<B>::new(device, keeper, patience));
     let metric = TokenMetric::new;
-    let mut training = SupervisedTraining::new(options.artifacts.join(LOG_DIR), loader_train, loader_valid)
-        .metrics((
-            metric(TokenMetricKind::Loss),
-            metric(TokenMetricKind::Perplexity),
-            metric(TokenMetricKind::BitsPerChar),
-        ))
-        .metric_train_numeric(LearningRateMetric::new())
-        .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
-        .with_application_logger(None)
-        .num_epochs(config.train.epochs);
+    let mut training =
+        SupervisedTraining::new(options.artifacts.join(LOG_DIR), loader_train, loader_valid)
+            .metrics((
+                metric(TokenMetricKind::Loss),
+                metric(TokenMetricKind::Perplexity),
+                metric(TokenMetricKind::BitsPerChar),
+            ))
+            .metric_train_numeric(LearningRateMetric::new())
+            .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
+            .with_application_logger(None)
+            .num_epochs(config.train.epochs);
     if !options.tui {
         training = training.renderer(PlainRenderer::default());
     }

@@ -58,7 +58,11 @@ pub fn load_run<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<
     };
     let model = fresh
         .load_file(best.clone(), &recorder(), device)
-        .map_err(|e| bad(format!("{e} (the file is damaged or not a Burn .mpk record)")))?;
+        .map_err(|e| {
+            bad(format!(
+                "{e} (the file is damaged or not a Burn .mpk record)"
+            ))
+        })?;
     let found = shapes(&model);
     if found != expected {
         return Err(bad(format!(
@@ -107,7 +111,9 @@ pub fn sample<B: Backend>(
     let prefix = vocab.encode(&options.prefix)?;
     let mut start = vec![vocab.bos_id()];
     start.extend(&prefix);
-    let tokens: Vec<i64> = (0..n).flat_map(|_| start.iter().map(|&t| t as i64)).collect();
+    let tokens: Vec<i64> = (0..n)
+        .flat_map(|_| start.iter().map(|&t| t as i64))
+        .collect();
     let input = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens, [n, start.len()]), device);
     let (mut logits, mut state) = model.forward(input, None);
     let mut rng = StdRng::seed_from_u64(options.seed);

@@ -73,7 +73,13 @@ impl<B: AutodiffBackend> EpochLoop<B> {
         }
     }
 
-    fn non_finite(&self, split: &'static str, value: f64, epoch: usize, batch: usize) -> TrainError {
+    fn non_finite(
+        &self,
+        split: &'static str,
+        value: f64,
+        epoch: usize,
+        batch: usize,
+    ) -> TrainError {
         TrainError::NonFiniteLoss {
             split,
             value,

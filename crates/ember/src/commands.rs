@@ -30,8 +30,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Log filter: `RUST_LOG` if set, else ember at info and the GPU stack only on warnings.
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn,cubecl=warn"))
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn,cubecl=warn")
+    })
 }
 
 /// Logs to `train.log` in the run directory, and to stderr unless the TUI owns the terminal.
@@ -79,7 +80,9 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     }
     // Bad data fails here, before a run directory exists.
     let data = ember_train::run::prepare_data(&config)?;
-    let artifacts = args.artifacts.unwrap_or_else(|| default_run_dir(&config.name));
+    let artifacts = args
+        .artifacts
+        .unwrap_or_else(|| default_run_dir(&config.name));
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     let options = TrainOptions {
         artifacts: artifacts.clone(),
@@ -162,5 +165,10 @@ fn sample_on<B: Backend>(
     device: B::Device,
 ) -> anyhow::Result<Vec<String>> {
     let loaded = ember_train::load_run::<B>(run, &device)?;
-    Ok(ember_train::sample(&loaded.model, &loaded.vocab, options, &device)?)
+    Ok(ember_train::sample(
+        &loaded.model,
+        &loaded.vocab,
+        options,
+        &device,
+    )?)
 }

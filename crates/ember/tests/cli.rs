@@ -39,7 +39,10 @@ fn ember(args: &[&str], cwd: &Path) -> Output {
 /// Asserts a failure with exactly one line on stderr that mentions every needle.
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -49,7 +52,11 @@ fn assert_one_line_error(out: &Output, needles: &[&str]) {
 }
 
 fn stdout(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -57,7 +64,16 @@ fn stdout(out: &Output) -> String {
 fn missing_data_file_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path(), &dir.path().join("nope.txt"), "");
-    let out = ember(&["train", "--config", cfg.to_str().unwrap(), "--artifacts", "run"], dir.path());
+    let out = ember(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--artifacts",
+            "run",
+        ],
+        dir.path(),
+    );
     assert_one_line_error(&out, &["nope.txt", "not found", "data.path"]);
 }
 
@@ -67,7 +83,16 @@ fn empty_data_file_is_one_line() {
     let data = dir.path().join("empty.txt");
     std::fs::write(&data, "\n \n").unwrap();
     let cfg = tiny_config(dir.path(), &data, "");
-    let out = ember(&["train", "--config", cfg.to_str().unwrap(), "--artifacts", "run"], dir.path());
+    let out = ember(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--artifacts",
+            "run",
+        ],
+        dir.path(),
+    );
     assert_one_line_error(&out, &["empty.txt", "no non-blank lines"]);
 }
 
@@ -76,7 +101,10 @@ fn unknown_config_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path(), &names_file(), "learning_rat = 0.1\n");
     let out = ember(&["train", "--config", cfg.to_str().unwrap()], dir.path());
-    assert_one_line_error(&out, &["tiny.toml", "unknown field `learning_rat`", "line 11"]);
+    assert_one_line_error(
+        &out,
+        &["tiny.toml", "unknown field `learning_rat`", "line 11"],
+    );
 }
 
 #[test]
@@ -107,12 +135,33 @@ fn train_sample_and_protect_the_run() {
     let data = names_subset(dir.path(), 300);
     let cfg = tiny_config(dir.path(), &data, "");
     let cfg = cfg.to_str().unwrap();
-    let out = stdout(&ember(&["train", "--config", cfg, "--epochs", "2", "--artifacts", "run"], dir.path()));
-    assert!(out.contains("epoch 2/2 valid"), "plain renderer lines missing: {out}");
+    let out = stdout(&ember(
+        &[
+            "train",
+            "--config",
+            cfg,
+            "--epochs",
+            "2",
+            "--artifacts",
+            "run",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        out.contains("epoch 2/2 valid"),
+        "plain renderer lines missing: {out}"
+    );
     assert!(out.contains("best checkpoint: run/best.mpk"), "{out}");
 
     let run = dir.path().join("run");
-    for f in ["config.toml", "vocab.json", "best.mpk", "best.json", "metrics.csv", "train.log"] {
+    for f in [
+        "config.toml",
+        "vocab.json",
+        "best.mpk",
+        "best.json",
+        "metrics.csv",
+        "train.log",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let ckpts: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
@@ -120,9 +169,23 @@ fn train_sample_and_protect_the_run() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(ckpts.len(), 2, "{ckpts:?}");
-    assert!(ckpts.iter().all(|c| c.starts_with("epoch-00") && c.contains("-valid-") && c.ends_with(".mpk")));
+    assert!(ckpts
+        .iter()
+        .all(|c| c.starts_with("epoch-00") && c.contains("-valid-") && c.ends_with(".mpk")));
 
-    let args = ["sample", "--run", "run", "--n", "8", "--temperature", "0.8", "--prefix", "An", "--seed", "1"];
+    let args = [
+        "sample",
+        "--run",
+        "run",
+        "--n",
+        "8",
+        "--temperature",
+        "0.8",
+        "--prefix",
+        "An",
+        "--seed",
+        "1",
+    ];
     let a = stdout(&ember(&args, dir.path()));
     let b = stdout(&ember(&args, dir.path()));
     assert_eq!(a, b, "same seed, different samples");
@@ -137,7 +200,10 @@ fn train_sample_and_protect_the_run() {
 
     // A second run into the same directory must not touch the first.
     let best_before = std::fs::read(run.join("best.mpk")).unwrap();
-    let out = ember(&["train", "--config", cfg, "--artifacts", "run"], dir.path());
+    let out = ember(
+        &["train", "--config", cfg, "--artifacts", "run"],
+        dir.path(),
+    );
     assert_one_line_error(&out, &["already holds a trained run", "--overwrite"]);
     assert_eq!(std::fs::read(run.join("best.mpk")).unwrap(), best_before);
 
@@ -153,9 +219,30 @@ fn wgpu_smoke() {
     let dir = tempfile::tempdir().unwrap();
     let data = names_subset(dir.path(), 64);
     let cfg = tiny_config(dir.path(), &data, "");
-    let args = ["train", "--backend", "wgpu", "--config", cfg.to_str().unwrap(), "--artifacts", "run"];
+    let args = [
+        "train",
+        "--backend",
+        "wgpu",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--artifacts",
+        "run",
+    ];
     let out = stdout(&ember(&args, dir.path()));
     assert!(out.contains("best checkpoint"), "{out}");
-    let samples = stdout(&ember(&["sample", "--backend", "wgpu", "--run", "run", "--n", "3", "--seed", "3"], dir.path()));
+    let samples = stdout(&ember(
+        &[
+            "sample",
+            "--backend",
+            "wgpu",
+            "--run",
+            "run",
+            "--n",
+            "3",
+            "--seed",
+            "3",
+        ],
+        dir.path(),
+    ));
     assert_eq!(samples.lines().count(), 3, "{samples}");
 }
