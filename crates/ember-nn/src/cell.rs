@@ -1,14 +1,18 @@
-//! One recurrent core: the cell abstraction and the single loop over time.
+//! The cell abstraction: what RNN, LSTM and GRU cells have in common.
 //!
-//! A cell splits its math in two, as cuDNN and PyTorch do:
-//! `input_projection` maps the whole input sequence through `W_ih` in one matmul (bias
-//! included), and `step` does one time step from that projected input and the previous
-//! state: one `[batch, hidden] × [hidden, gates·hidden]` matmul and the gate nonlinearities.
-//! [`run_direction`] is the only loop over time in the crate.
+//! A cell splits its math in two, as cuDNN and PyTorch do: [`RecurrentCell::input_projection`]
+//! maps the whole input sequence through `W_ih` in one matmul, and [`RecurrentCell::step`] does
+//! one time step from that projection and the previous state, with a single
+//! `[batch, H_out] × [H_out, gates·H]` matmul. The loop over time lives in
+//! [`crate::recurrent`], once for every cell.
 
+use burn::module::{Initializer, Module, Param};
 use burn::prelude::*;
 
-/// The state a recurrent cell carries from one step to the next.
+use crate::torch::{TorchParam, TorchTensors};
+use crate::NnError;
+
+/// The state a cell carries from one step to the next.
 #[derive(Debug, Clone)]
 pub struct CellState<B: Backend> {
     /// Hidden (output) state `h`, `[batch, H_out]`.
@@ -18,78 +22,150 @@ pub struct CellState<B: Backend> {
 }
 
 impl<B: Backend> CellState<B> {
-    /// Keep `self` where `keep` is 1 and take `new` where it is 0 (`keep` is `[batch, 1]`).
-    fn blend(self, new: Self, take_new: &Tensor<B, 2>) -> Self {
-        let pick = |old: Tensor<B, 2>, new: Tensor<B, 2>| {
-            let m = take_new.clone().expand(old.dims());
-            old.clone() + (new - old) * m
+    /// Rows `start..end` of the state (a sub-batch).
+    pub fn rows(&self, start: usize, end: usize) -> Self {
+        Self {
+            h: self.h.clone().slice(s![start..end]),
+            c: self.c.clone().map(|c| c.slice(s![start..end])),
+        }
+    }
+
+    /// `self` with rows `0..n` replaced by `head` (whose batch is `n`).
+    pub fn replace_head(self, head: Self) -> Self {
+        let n = head.h.dims()[0];
+        let batch = self.h.dims()[0];
+        if n == batch {
+            return head;
+        }
+        let join = |old: Tensor<B, 2>, new: Tensor<B, 2>| {
+            Tensor::cat(vec![new, old.slice(s![n..batch])], 0)
         };
         Self {
-            h: pick(self.h, new.h),
-            c: match (self.c, new.c) {
-                (Some(o), Some(n)) => Some(pick(o, n)),
+            h: join(self.h, head.h),
+            c: match (self.c, head.c) {
+                (Some(old), Some(new)) => Some(join(old, new)),
                 (_, c) => c,
             },
         }
     }
+}
 
-    /// The same state cut from the autodiff graph (truncated BPTT).
-    pub fn detach(self) -> Self {
-        Self {
-            h: self.h.detach(),
-            c: self.c.map(Tensor::detach),
-        }
-    }
+/// The sizes one cell is built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellSpec {
+    /// Input features per step.
+    pub input_size: usize,
+    /// Hidden size `H`.
+    pub hidden_size: usize,
+    /// Width of `h`: the projection size for a projected LSTM, else `H`.
+    pub output_size: usize,
+    /// Whether `b_ih` and `b_hh` exist.
+    pub bias: bool,
 }
 
 /// The per-step math of one direction of one recurrent layer.
-pub trait RecurrentCell<B: Backend> {
-    /// Projects the whole time-major input `[T, batch, in]` to `[T, batch, gates·H]`
-    /// with one matmul, adding the input bias.
+pub trait RecurrentCell<B: Backend>: Module<B> {
+    /// Whether the cell carries a cell state `c` (LSTM).
+    const HAS_CELL_STATE: bool;
+    /// Whether the cell supports `proj_size` (LSTM).
+    const SUPPORTS_PROJECTION: bool;
+
+    /// A cell with PyTorch's initialisation, every weight and bias `U(-1/√H, 1/√H)`.
+    fn init(spec: CellSpec, options: &CellOptions, device: &B::Device) -> Result<Self, NnError>
+    where
+        Self: Sized;
+
+    /// Projects the whole time-major input `[T, batch, in]` to `[T, batch, gates·H]` with one
+    /// matmul, adding the biases that do not depend on the state.
     fn input_projection(&self, x: Tensor<B, 3>) -> Tensor<B, 3>;
 
     /// One time step from the projected input `[batch, gates·H]` and the previous state.
     fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B>;
+
+    /// Takes this cell's parameters from PyTorch tensors named `{prefix}weight_ih{suffix}`, ...
+    /// (`suffix` as `_l1_reverse`).
+    fn load_torch(
+        self,
+        prefix: &str,
+        suffix: &str,
+        tensors: &mut TorchTensors,
+    ) -> Result<Self, NnError>
+    where
+        Self: Sized;
+
+    /// This cell's parameters under PyTorch's names, `{prefix}weight_ih{suffix}`, ...
+    fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>>;
 }
 
-/// Runs `cell` over a time-major input `[T, batch, in]` from `state`.
-///
-/// `valid` is an optional time-major mask `[T, batch]` (1.0 at real steps, 0.0 at padding):
-/// padded steps leave the state unchanged and emit zeros, exactly as PyTorch's packed
-/// sequences do, so the reverse direction (`reverse = true`) starts at each sequence's own last
-/// valid step. Returns the outputs `[T, batch, H_out]` and the final state.
-pub fn run_direction<B: Backend, C: RecurrentCell<B>>(
-    cell: &C,
-    x: Tensor<B, 3>,
-    mut state: CellState<B>,
-    valid: Option<&Tensor<B, 2>>,
-    reverse: bool,
-) -> (Tensor<B, 3>, CellState<B>) {
-    let [steps, batch, _] = x.dims();
-    let projected = cell.input_projection(x);
-    let mut outputs = Vec::with_capacity(steps);
-    let order: Box<dyn Iterator<Item = usize>> = if reverse {
-        Box::new((0..steps).rev())
-    } else {
-        Box::new(0..steps)
-    };
-    for t in order {
-        let p_t = projected.clone().slice(s![t..t + 1]).squeeze_dim::<2>(0);
-        let new = cell.step(p_t, &state);
-        match valid {
-            None => {
-                outputs.push(new.h.clone());
-                state = new;
-            }
-            Some(mask) => {
-                let m = mask.clone().slice(s![t..t + 1]).reshape([batch, 1]);
-                outputs.push(new.h.clone() * m.clone().expand(new.h.dims()));
-                state = state.blend(new, &m);
-            }
+/// Cell-specific options that are not sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CellOptions {
+    /// The nonlinearity of an Elman RNN cell.
+    pub nonlinearity: crate::rnn::Nonlinearity,
+}
+
+/// The parameters every PyTorch recurrent cell has, for `gates` gate blocks.
+pub(crate) struct GateWeights<B: Backend> {
+    pub weight_ih: Param<Tensor<B, 2>>,
+    pub weight_hh: Param<Tensor<B, 2>>,
+    pub bias_ih: Option<Param<Tensor<B, 1>>>,
+    pub bias_hh: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> GateWeights<B> {
+    /// `W_ih [G·H, in]`, `W_hh [G·H, H_out]` and the biases, all `U(-1/√H, 1/√H)`.
+    pub fn init(gates: usize, spec: CellSpec, device: &B::Device) -> Self {
+        let uniform = uniform(spec.hidden_size);
+        let g = gates * spec.hidden_size;
+        Self {
+            weight_ih: uniform.init([g, spec.input_size], device),
+            weight_hh: uniform.init([g, spec.output_size], device),
+            bias_ih: spec.bias.then(|| uniform.init([g], device)),
+            bias_hh: spec.bias.then(|| uniform.init([g], device)),
         }
     }
-    if reverse {
-        outputs.reverse();
+}
+
+/// PyTorch's recurrent initialiser, `U(-1/√H, 1/√H)`.
+pub(crate) fn uniform(hidden_size: usize) -> Initializer {
+    let bound = 1.0 / (hidden_size as f64).sqrt();
+    Initializer::Uniform {
+        min: -bound,
+        max: bound,
     }
-    (Tensor::stack(outputs, 0), state)
+}
+
+/// `x W_ihᵀ + Σ biases` for a time-major `x [T, batch, in]`, as one matmul.
+pub(crate) fn project<B: Backend>(
+    x: Tensor<B, 3>,
+    weight_ih: &Param<Tensor<B, 2>>,
+    biases: &[&Option<Param<Tensor<B, 1>>>],
+) -> Tensor<B, 3> {
+    let [steps, batch, input] = x.dims();
+    let mut p = x
+        .reshape([steps * batch, input])
+        .matmul(weight_ih.val().transpose());
+    for b in biases.iter().copied().flatten() {
+        p = p + b.val().unsqueeze_dim(0);
+    }
+    let width = p.dims()[1];
+    p.reshape([steps, batch, width])
+}
+
+/// `h W_hhᵀ (+ b_hh)`: the recurrent matmul of one step.
+pub(crate) fn recur<B: Backend>(
+    h: &Tensor<B, 2>,
+    weight_hh: &Param<Tensor<B, 2>>,
+    bias_hh: Option<&Param<Tensor<B, 1>>>,
+) -> Tensor<B, 2> {
+    let r = h.clone().matmul(weight_hh.val().transpose());
+    match bias_hh {
+        Some(b) => r + b.val().unsqueeze_dim(0),
+        None => r,
+    }
+}
+
+/// Splits `[batch, G·H]` gate pre-activations into `G` blocks of `[batch, H]`.
+pub(crate) fn split_gates<B: Backend, const G: usize>(x: Tensor<B, 2>) -> [Tensor<B, 2>; G] {
+    <[Tensor<B, 2>; G]>::try_from(x.chunk(G, 1)).expect("the gate width is G·H")
 }

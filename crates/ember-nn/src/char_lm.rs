@@ -3,7 +3,7 @@
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::lstm::{Lstm, LstmConfig, LstmState};
+use crate::recurrent::{Lstm, RecurrentConfig, RecurrentState};
 use crate::NnError;
 
 /// Configuration of a [`CharLm`].
@@ -36,7 +36,7 @@ impl CharLmConfig {
                 return Err(NnError::ZeroSize { key });
             }
         }
-        let lstm = LstmConfig::new(self.embed_dim, self.hidden_size)
+        let lstm: Lstm<B> = RecurrentConfig::new(self.embed_dim, self.hidden_size)
             .with_num_layers(self.num_layers)
             .with_dropout(self.dropout)
             .with_batch_first(true)
@@ -71,8 +71,8 @@ impl<B: Backend> CharLm<B> {
     pub fn forward(
         &self,
         tokens: Tensor<B, 2, Int>,
-        state: Option<LstmState<B>>,
-    ) -> (Tensor<B, 3>, LstmState<B>) {
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
         let x = self.embedding.forward(tokens);
         let (h, state) = self.lstm.forward(x, None, state);
         (self.head.forward(self.dropout.forward(h)), state)

@@ -19,6 +19,22 @@ pub enum NnError {
         /// The hidden size it must stay below.
         hidden_size: usize,
     },
+    /// `proj_size` is an LSTM option only.
+    #[error("model.proj_size is only supported by LSTM layers; set it to 0")]
+    ProjUnsupported,
+    /// A PyTorch tensor the layer needs is not in the file.
+    #[error("tensor {0} is missing from the state_dict")]
+    MissingTensor(String),
+    /// A PyTorch tensor has the wrong shape for the configured layer.
+    #[error("tensor {name} has shape {found:?}, but the config needs {expected:?}")]
+    TensorShape {
+        /// The tensor name.
+        name: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
     /// Dropout must be a probability.
     #[error("model.dropout must be in [0, 1) (got {0})")]
     BadDropout(f64),

@@ -1,15 +1,32 @@
-//! ember-nn: recurrent layers with PyTorch semantics and the models built from them.
+//! ember-nn: recurrent layers with PyTorch's semantics and the models built from them.
 //!
-//! - [`cell`]: the per-step math of one recurrent cell ([`cell::RecurrentCell`]) and the
-//!   one driver that runs any cell over time, with optional per-sequence lengths.
-//! - [`lstm`]: a stacked LSTM layer shaped like `torch.nn.LSTM` (gate order i, f, g, o).
+//! - [`cell`]: the [`RecurrentCell`] trait that every cell implements.
+//! - [`lstm`], [`gru`], [`rnn`]: the cells of `nn.LSTM` (with `proj_size`), `nn.GRU` and
+//!   `nn.RNN`, with PyTorch's parameter names, shapes, gate order and initialisation.
+//! - [`recurrent`]: stacking, directions, dropout and lengths for any cell ([`Lstm`], [`Gru`],
+//!   [`Rnn`]), around [`recurrent::run_direction`], the one loop over time.
+//! - [`packing`]: variable lengths as PyTorch packs them (sorted, shrinking active batch).
+//! - [`torch`]: PyTorch `state_dict` names, to load and list parameters.
+//! - [`scratch`]: the hand-written two-head teaching RNN.
 //! - [`char_lm`]: the character language model (embedding → LSTM → linear head).
 
 pub mod cell;
 pub mod char_lm;
 pub mod error;
+pub mod gru;
 pub mod lstm;
+pub mod packing;
+pub mod recurrent;
+pub mod rnn;
+pub mod scratch;
+pub mod torch;
 
+pub use cell::{CellState, RecurrentCell};
 pub use char_lm::{CharLm, CharLmConfig};
 pub use error::NnError;
-pub use lstm::{Lstm, LstmConfig, LstmState};
+pub use gru::GruCell;
+pub use lstm::LstmCell;
+pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentState, Rnn};
+pub use rnn::{Nonlinearity, RnnCell};
+pub use scratch::{ScratchRnn, ScratchRnnConfig};
+pub use torch::{TorchParam, TorchTensors};

@@ -8,10 +8,12 @@
 //! - [`model`]: the trainable wrapper and its loss; [`loss`]: masked cross-entropy.
 //! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
 //! - [`sample`]: loading a run and generating text.
+//! - [`import`]: a PyTorch character model into a run directory.
 
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod import;
 pub mod loss;
 pub mod metrics;
 pub mod model;

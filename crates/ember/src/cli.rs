@@ -23,6 +23,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate text from a trained run's best checkpoint.
     Sample(SampleArgs),
+    /// Turn a PyTorch character model's state_dict into a run directory.
+    Import(ImportArgs),
 }
 
 /// `ember train`.
@@ -73,6 +75,26 @@ pub struct SampleArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
+}
+
+/// `ember import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The PyTorch state_dict: `.pt`/`.pth` (torch.save) or `.safetensors`.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The experiment config describing the same model (sizes, data for validation).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The model's vocabulary (ember `vocab.json`) [default: built from the config's data].
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// The run directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace a run already in --out.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Prints a usage error as one line (help and version print as usual).

@@ -18,13 +18,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::backend::{ensure_wgpu, BackendKind};
-use crate::cli::{Cli, Command, SampleArgs, TrainArgs};
+use crate::cli::{Cli, Command, ImportArgs, SampleArgs, TrainArgs};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Sample(args) => sample(args),
+        Command::Import(args) => import(args),
     }
 }
 
@@ -171,4 +172,29 @@ fn sample_on<B: Backend>(
         options,
         &device,
     )?)
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let config = ExperimentConfig::load(&args.config)?;
+    let vocab = args
+        .vocab
+        .as_deref()
+        .map(ember_data::Vocab::load)
+        .transpose()?;
+    let summary = ember_train::import::import::<NdArray>(
+        &args.from,
+        &config,
+        vocab.as_ref(),
+        &args.out,
+        args.overwrite,
+        &NdArrayDevice::Cpu,
+    )?;
+    println!(
+        "imported {} into {} (valid loss {:.4} on {})",
+        args.from.display(),
+        summary.dir.join(BEST_CHECKPOINT).display(),
+        summary.valid_loss,
+        config.data.path.display()
+    );
+    Ok(())
 }

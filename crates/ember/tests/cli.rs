@@ -246,3 +246,52 @@ fn wgpu_smoke() {
     ));
     assert_eq!(samples.lines().count(), 3, "{samples}");
 }
+
+/// `ember import` of a PyTorch state_dict, then sampling from the imported run.
+#[test]
+fn import_then_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ember-train/tests/fixtures/import");
+    let cfg = dir.path().join("imported.toml");
+    let text = format!(
+        "name = \"imported\"\n[data]\npath = {:?}\nvalid_fraction = 0.25\n\
+         [model]\nembed_dim = 4\nhidden_size = 6\nnum_layers = 2\n",
+        fixtures.join("names.txt").to_str().unwrap()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let pt = fixtures.join("char_lstm.pt");
+    let args = [
+        "import",
+        "--from",
+        pt.to_str().unwrap(),
+        "--config",
+        cfg,
+        "--out",
+        "run",
+    ];
+    let out = stdout(&ember(&args, dir.path()));
+    assert!(
+        out.contains("imported") && out.contains("run/best.mpk"),
+        "{out}"
+    );
+    let samples = stdout(&ember(
+        &["sample", "--run", "run", "--n", "3", "--seed", "1"],
+        dir.path(),
+    ));
+    assert_eq!(samples.lines().count(), 3, "{samples}");
+    assert_one_line_error(&ember(&args, dir.path()), &["already holds a trained run"]);
+
+    let bad = fixtures.join("char_lstm_badshape.safetensors");
+    let args = [
+        "import",
+        "--from",
+        bad.to_str().unwrap(),
+        "--config",
+        cfg,
+        "--out",
+        "run2",
+    ];
+    assert_one_line_error(&ember(&args, dir.path()), &["head.bias", "[5]"]);
+}

@@ -1,0 +1,86 @@
+//! The GRU cell of `torch.nn.GRU`.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+
+use crate::cell::{
+    project, recur, split_gates, CellOptions, CellSpec, CellState, GateWeights, RecurrentCell,
+};
+use crate::torch::{named, TorchParam, TorchTensors};
+use crate::NnError;
+
+/// One direction of one GRU layer, with PyTorch's parameters (gate order r, z, n):
+///
+/// ```text
+/// r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
+/// n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+/// h' = (1 − z) ⊙ n + z ⊙ h
+/// ```
+/// The reset gate multiplies `W_hn h + b_hn` after the matmul ("reset after", as cuDNN does).
+#[derive(Module, Debug)]
+pub struct GruCell<B: Backend> {
+    /// `W_ih`, `[3H, in]`: the input weights of gates r, z, n stacked.
+    pub weight_ih: Param<Tensor<B, 2>>,
+    /// `W_hh`, `[3H, H]`.
+    pub weight_hh: Param<Tensor<B, 2>>,
+    /// `b_ih`, `[3H]`.
+    pub bias_ih: Option<Param<Tensor<B, 1>>>,
+    /// `b_hh`, `[3H]`.
+    pub bias_hh: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> RecurrentCell<B> for GruCell<B> {
+    const HAS_CELL_STATE: bool = false;
+    const SUPPORTS_PROJECTION: bool = false;
+
+    fn init(spec: CellSpec, _options: &CellOptions, device: &B::Device) -> Result<Self, NnError> {
+        let w = GateWeights::init(3, spec, device);
+        Ok(Self {
+            weight_ih: w.weight_ih,
+            weight_hh: w.weight_hh,
+            bias_ih: w.bias_ih,
+            bias_hh: w.bias_hh,
+        })
+    }
+
+    fn input_projection(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        // b_hn sits inside r ⊙ (...), so only b_ih is added here.
+        project(x, &self.weight_ih, &[&self.bias_ih])
+    }
+
+    fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
+        let [i_r, i_z, i_n] = split_gates(projected);
+        let [h_r, h_z, h_n] = split_gates(recur(&state.h, &self.weight_hh, self.bias_hh.as_ref()));
+        let r = sigmoid(i_r + h_r);
+        let z = sigmoid(i_z + h_z);
+        let n = (i_n + r * h_n).tanh();
+        let h = n.clone() + z * (state.h.clone() - n);
+        CellState { h, c: None }
+    }
+
+    fn load_torch(
+        mut self,
+        prefix: &str,
+        suffix: &str,
+        t: &mut TorchTensors,
+    ) -> Result<Self, NnError> {
+        self.weight_ih = t.replace(self.weight_ih, &format!("{prefix}weight_ih{suffix}"))?;
+        self.weight_hh = t.replace(self.weight_hh, &format!("{prefix}weight_hh{suffix}"))?;
+        self.bias_ih = t.replace_opt(self.bias_ih, &format!("{prefix}bias_ih{suffix}"))?;
+        self.bias_hh = t.replace_opt(self.bias_hh, &format!("{prefix}bias_hh{suffix}"))?;
+        Ok(self)
+    }
+
+    fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>> {
+        named(
+            prefix,
+            suffix,
+            &[
+                ("weight_ih", &self.weight_ih),
+                ("weight_hh", &self.weight_hh),
+            ],
+            &[("bias_ih", &self.bias_ih), ("bias_hh", &self.bias_hh)],
+        )
+    }
+}

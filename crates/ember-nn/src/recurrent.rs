@@ -1,0 +1,354 @@
+//! Stacked, optionally bidirectional recurrent layers with PyTorch's semantics, for any cell,
+//! and the one loop over time ([`run_direction`]).
+
+use std::marker::PhantomData;
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::prelude::*;
+
+use crate::cell::{CellOptions, CellSpec, CellState, RecurrentCell};
+use crate::gru::GruCell;
+use crate::lstm::LstmCell;
+use crate::packing::Packing;
+use crate::rnn::{Nonlinearity, RnnCell};
+use crate::torch::{TorchParam, TorchTensors};
+use crate::NnError;
+
+/// `torch.nn.LSTM` in Burn.
+pub type Lstm<B> = Recurrent<B, LstmCell<B>>;
+/// `torch.nn.GRU` in Burn.
+pub type Gru<B> = Recurrent<B, GruCell<B>>;
+/// `torch.nn.RNN` (Elman, tanh or relu) in Burn.
+pub type Rnn<B> = Recurrent<B, RnnCell<B>>;
+
+/// Configuration of a recurrent layer, named as in PyTorch's `nn.RNN`/`nn.LSTM`/`nn.GRU`.
+#[derive(Config, Debug, PartialEq)]
+pub struct RecurrentConfig {
+    /// Features per input step.
+    pub input_size: usize,
+    /// Hidden size `H` (the width of `c`, and of `h` without projection).
+    pub hidden_size: usize,
+    /// Number of stacked layers.
+    #[config(default = 1)]
+    pub num_layers: usize,
+    /// Whether the layers have the biases `b_ih` and `b_hh`.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Input and output are `[batch, seq, features]` instead of `[seq, batch, features]`.
+    #[config(default = false)]
+    pub batch_first: bool,
+    /// Dropout on the outputs of every layer but the last, in training only.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Add a reverse direction and concatenate both directions' outputs.
+    #[config(default = false)]
+    pub bidirectional: bool,
+    /// LSTM only: width of the projected `h = W_hr (o ⊙ tanh(c))`; 0 means none.
+    #[config(default = 0)]
+    pub proj_size: usize,
+    /// RNN only: `tanh` or `relu`.
+    #[config(default = "Nonlinearity::Tanh")]
+    pub nonlinearity: Nonlinearity,
+}
+
+impl RecurrentConfig {
+    /// Checks the sizes as PyTorch does, with errors naming the key.
+    pub fn validate(&self, supports_projection: bool) -> Result<(), NnError> {
+        for (key, v) in [
+            ("input_size", self.input_size),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+        ] {
+            if v == 0 {
+                return Err(NnError::ZeroSize { key });
+            }
+        }
+        if self.proj_size > 0 && !supports_projection {
+            return Err(NnError::ProjUnsupported);
+        }
+        if self.proj_size >= self.hidden_size && self.proj_size > 0 {
+            return Err(NnError::ProjTooLarge {
+                proj_size: self.proj_size,
+                hidden_size: self.hidden_size,
+            });
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(NnError::BadDropout(self.dropout));
+        }
+        Ok(())
+    }
+
+    /// Width of `h` and of each direction's output.
+    pub fn output_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
+        }
+    }
+
+    /// Builds the layer with cells `C` (e.g. `config.init::<B, LstmCell<B>>()`, or through the
+    /// aliases: `let lstm: Lstm<B> = config.init(&device)?`).
+    pub fn init<B: Backend, C: RecurrentCell<B>>(
+        &self,
+        device: &B::Device,
+    ) -> Result<Recurrent<B, C>, NnError> {
+        self.validate(C::SUPPORTS_PROJECTION)?;
+        let directions = if self.bidirectional { 2 } else { 1 };
+        let output_size = self.output_size();
+        let options = CellOptions {
+            nonlinearity: self.nonlinearity,
+        };
+        let mut cells = Vec::with_capacity(self.num_layers * directions);
+        for layer in 0..self.num_layers {
+            let spec = CellSpec {
+                input_size: if layer == 0 {
+                    self.input_size
+                } else {
+                    output_size * directions
+                },
+                hidden_size: self.hidden_size,
+                output_size,
+                bias: self.bias,
+            };
+            for _ in 0..directions {
+                cells.push(C::init(spec, &options, device)?);
+            }
+        }
+        Ok(Recurrent {
+            cells,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            hidden_size: self.hidden_size,
+            output_size,
+            num_layers: self.num_layers,
+            directions,
+            batch_first: self.batch_first,
+            backend: PhantomData,
+        })
+    }
+}
+
+/// The state of a recurrent layer, shaped as PyTorch's `h_n` (and `c_n` for an LSTM).
+#[derive(Debug, Clone)]
+pub struct RecurrentState<B: Backend> {
+    /// `[D·num_layers, batch, H_out]`, row `layer·D + direction`.
+    pub h: Tensor<B, 3>,
+    /// `[D·num_layers, batch, H]` for an LSTM; `None` otherwise.
+    pub c: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> RecurrentState<B> {
+    /// The same state cut from the autodiff graph (truncated BPTT).
+    pub fn detach(self) -> Self {
+        Self {
+            h: self.h.detach(),
+            c: self.c.map(Tensor::detach),
+        }
+    }
+
+    fn row(&self, row: usize) -> CellState<B> {
+        CellState {
+            h: self.h.clone().slice(s![row..row + 1]).squeeze_dim(0),
+            c: self
+                .c
+                .clone()
+                .map(|c| c.slice(s![row..row + 1]).squeeze_dim(0)),
+        }
+    }
+}
+
+/// A stack of recurrent layers of cell `C` (see [`Lstm`], [`Gru`], [`Rnn`]).
+#[derive(Module, Debug)]
+pub struct Recurrent<B: Backend, C: Module<B>> {
+    /// One cell per layer and direction, in PyTorch's `h_n` row order (`layer·D + direction`).
+    pub cells: Vec<C>,
+    dropout: Dropout,
+    hidden_size: usize,
+    output_size: usize,
+    num_layers: usize,
+    directions: usize,
+    batch_first: bool,
+    backend: PhantomData<B>,
+}
+
+impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
+    /// Width of `h` per direction (`proj_size` if set, else `hidden_size`).
+    pub fn output_size(&self) -> usize {
+        self.output_size
+    }
+
+    /// Number of directions (2 when bidirectional).
+    pub fn directions(&self) -> usize {
+        self.directions
+    }
+
+    /// PyTorch's name suffix of cell `row`: `_l{layer}` plus `_reverse` for direction 1.
+    fn torch_suffix(&self, row: usize) -> String {
+        let reverse = if row % self.directions == 1 {
+            "_reverse"
+        } else {
+            ""
+        };
+        format!("_l{}{reverse}", row / self.directions)
+    }
+
+    /// Takes every parameter from a PyTorch `state_dict` of the same configuration: keys
+    /// `{prefix}weight_ih_l0`, ..., where `prefix` is the module's name in the user's model
+    /// (`"rnn."`, or `""` for a bare `nn.LSTM`). Used tensors are removed from `tensors`; a
+    /// missing or mis-shaped one is an error naming it.
+    pub fn load_torch(mut self, prefix: &str, tensors: &mut TorchTensors) -> Result<Self, NnError> {
+        let cells = std::mem::take(&mut self.cells);
+        self.cells = cells
+            .into_iter()
+            .enumerate()
+            .map(|(row, cell)| cell.load_torch(prefix, &self.torch_suffix(row), tensors))
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Every parameter under its PyTorch `state_dict` name (after `prefix`), in PyTorch's order.
+    pub fn torch_params(&self, prefix: &str) -> Vec<TorchParam<B>> {
+        self.cells
+            .iter()
+            .enumerate()
+            .flat_map(|(row, cell)| cell.torch_params(prefix, &self.torch_suffix(row)))
+            .collect()
+    }
+
+    /// A zero state for `batch` sequences.
+    pub fn zero_state(&self, batch: usize, device: &B::Device) -> RecurrentState<B> {
+        let rows = self.num_layers * self.directions;
+        RecurrentState {
+            h: Tensor::zeros([rows, batch, self.output_size], device),
+            c: C::HAS_CELL_STATE.then(|| Tensor::zeros([rows, batch, self.hidden_size], device)),
+        }
+    }
+
+    /// Runs the layers like PyTorch's `forward`.
+    ///
+    /// `input` is `[batch, seq, in]` with `batch_first` (else `[seq, batch, in]`). `lengths`,
+    /// when given, holds each sequence's number of valid steps (1..=seq): the result is exactly
+    /// `pack_padded_sequence` → layer → `pad_packed_sequence`. Padded steps cost no compute,
+    /// never touch the state, and their outputs are zero; `h_n`/`c_n` are each sequence's last
+    /// valid step, and the reverse direction starts there. A missing `state` means zeros.
+    /// Returns the output `[batch, seq, D·H_out]` (or seq-first) and the final state.
+    pub fn forward(
+        &self,
+        input: Tensor<B, 3>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        let device = input.device();
+        let x = if self.batch_first {
+            input.swap_dims(0, 1)
+        } else {
+            input
+        };
+        let [steps, batch, _] = x.dims();
+        if let Some(l) = lengths {
+            assert_eq!(l.len(), batch, "one length per sequence");
+        }
+        let packing = lengths.map(|l| Packing::new(l, steps));
+        let state = state.unwrap_or_else(|| self.zero_state(batch, &device));
+        let (mut x, state) = match &packing {
+            Some(p) => (
+                p.sort(x, 1),
+                RecurrentState {
+                    h: p.sort(state.h, 1),
+                    c: state.c.map(|c| p.sort(c, 1)),
+                },
+            ),
+            None => (x, state),
+        };
+        let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
+        for layer in 0..self.num_layers {
+            if layer > 0 {
+                x = self.dropout.forward(x);
+            }
+            let mut outs = Vec::with_capacity(self.directions);
+            for dir in 0..self.directions {
+                let row = layer * self.directions + dir;
+                let (out, s) = run_direction(
+                    &self.cells[row],
+                    x.clone(),
+                    state.row(row),
+                    packing.as_ref(),
+                    dir == 1,
+                );
+                outs.push(out);
+                h_n.push(s.h);
+                c_n.extend(s.c);
+            }
+            x = Tensor::cat(outs, 2);
+        }
+        let mut state = RecurrentState {
+            h: Tensor::stack(h_n, 0),
+            c: (!c_n.is_empty()).then(|| Tensor::stack(c_n, 0)),
+        };
+        if let Some(p) = &packing {
+            x = p.unsort(x, 1);
+            state = RecurrentState {
+                h: p.unsort(state.h, 1),
+                c: state.c.map(|c| p.unsort(c, 1)),
+            };
+        }
+        let out = if self.batch_first {
+            x.swap_dims(0, 1)
+        } else {
+            x
+        };
+        (out, state)
+    }
+}
+
+/// Runs `cell` over a time-major input `[T, batch, in]` from `state`: the only loop over time.
+///
+/// With `packing`, the batch is sorted longest first and step `t` runs the cell on the
+/// `packing.active_at(t)` sequences still going; the others keep their state and emit zeros.
+/// The reverse direction (`reverse = true`) walks `t` down from `T-1`, so each sequence starts
+/// at its own last valid step from its initial state. Returns outputs `[T, batch, H_out]` and
+/// the final state.
+pub fn run_direction<B: Backend, C: RecurrentCell<B>>(
+    cell: &C,
+    x: Tensor<B, 3>,
+    mut state: CellState<B>,
+    packing: Option<&Packing>,
+    reverse: bool,
+) -> (Tensor<B, 3>, CellState<B>) {
+    let [steps, batch, _] = x.dims();
+    let projected = cell.input_projection(x);
+    let mut outputs = Vec::with_capacity(steps);
+    let order: Box<dyn Iterator<Item = usize>> = if reverse {
+        Box::new((0..steps).rev())
+    } else {
+        Box::new(0..steps)
+    };
+    for t in order {
+        let active = packing.map_or(batch, |p| p.active_at(t));
+        if active == 0 {
+            outputs.push(Tensor::zeros([batch, state.h.dims()[1]], &state.h.device()));
+            continue;
+        }
+        let p_t = projected
+            .clone()
+            .slice(s![t..t + 1, 0..active])
+            .squeeze_dim::<2>(0);
+        let new = if active == batch {
+            cell.step(p_t, &state)
+        } else {
+            cell.step(p_t, &state.rows(0, active))
+        };
+        outputs.push(if active < batch {
+            let pad = Tensor::zeros([batch - active, new.h.dims()[1]], &new.h.device());
+            Tensor::cat(vec![new.h.clone(), pad], 0)
+        } else {
+            new.h.clone()
+        });
+        state = state.replace_head(new);
+    }
+    if reverse {
+        outputs.reverse();
+    }
+    (Tensor::stack(outputs, 0), state)
+}

@@ -1,0 +1,95 @@
+//! The Elman RNN cell of `torch.nn.RNN`.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use serde::{Deserialize, Serialize};
+
+use crate::cell::{project, recur, CellOptions, CellSpec, CellState, GateWeights, RecurrentCell};
+use crate::torch::{named, TorchParam, TorchTensors};
+use crate::NnError;
+
+/// The nonlinearity of an Elman RNN (`nonlinearity=` in PyTorch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nonlinearity {
+    /// `tanh` (PyTorch's default).
+    #[default]
+    Tanh,
+    /// `relu`.
+    Relu,
+}
+
+/// One direction of one Elman RNN layer, with PyTorch's parameters:
+///
+/// ```text
+/// h' = act(W_ih x + b_ih + W_hh h + b_hh)      act = tanh or relu
+/// ```
+#[derive(Module, Debug)]
+pub struct RnnCell<B: Backend> {
+    /// `W_ih`, `[H, in]`.
+    pub weight_ih: Param<Tensor<B, 2>>,
+    /// `W_hh`, `[H, H]`.
+    pub weight_hh: Param<Tensor<B, 2>>,
+    /// `b_ih`, `[H]`.
+    pub bias_ih: Option<Param<Tensor<B, 1>>>,
+    /// `b_hh`, `[H]`.
+    pub bias_hh: Option<Param<Tensor<B, 1>>>,
+    /// `tanh` or `relu`.
+    #[module(skip)]
+    pub nonlinearity: Nonlinearity,
+}
+
+impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
+    const HAS_CELL_STATE: bool = false;
+    const SUPPORTS_PROJECTION: bool = false;
+
+    fn init(spec: CellSpec, options: &CellOptions, device: &B::Device) -> Result<Self, NnError> {
+        let w = GateWeights::init(1, spec, device);
+        Ok(Self {
+            weight_ih: w.weight_ih,
+            weight_hh: w.weight_hh,
+            bias_ih: w.bias_ih,
+            bias_hh: w.bias_hh,
+            nonlinearity: options.nonlinearity,
+        })
+    }
+
+    fn input_projection(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        project(x, &self.weight_ih, &[&self.bias_ih, &self.bias_hh])
+    }
+
+    fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
+        let pre = projected + recur(&state.h, &self.weight_hh, None);
+        let h = match self.nonlinearity {
+            Nonlinearity::Tanh => pre.tanh(),
+            Nonlinearity::Relu => relu(pre),
+        };
+        CellState { h, c: None }
+    }
+
+    fn load_torch(
+        mut self,
+        prefix: &str,
+        suffix: &str,
+        t: &mut TorchTensors,
+    ) -> Result<Self, NnError> {
+        self.weight_ih = t.replace(self.weight_ih, &format!("{prefix}weight_ih{suffix}"))?;
+        self.weight_hh = t.replace(self.weight_hh, &format!("{prefix}weight_hh{suffix}"))?;
+        self.bias_ih = t.replace_opt(self.bias_ih, &format!("{prefix}bias_ih{suffix}"))?;
+        self.bias_hh = t.replace_opt(self.bias_hh, &format!("{prefix}bias_hh{suffix}"))?;
+        Ok(self)
+    }
+
+    fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>> {
+        named(
+            prefix,
+            suffix,
+            &[
+                ("weight_ih", &self.weight_ih),
+                ("weight_hh", &self.weight_hh),
+            ],
+            &[("bias_ih", &self.bias_ih), ("bias_hh", &self.bias_hh)],
+        )
+    }
+}

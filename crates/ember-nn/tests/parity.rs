@@ -1,0 +1,235 @@
+//! Parity with PyTorch: every committed fixture (`tests/fixtures/rnn/`, written by
+//! `tools/fixtures/rnn_parity.py` with PyTorch 2.15) run through ember's layers on ndarray and
+//! on wgpu. Outputs, final states and the gradients of a scalar loss with respect to the input,
+//! the initial state and every weight must agree to 1e-5 absolute.
+
+use std::path::PathBuf;
+
+use burn::backend::ndarray::NdArrayDevice;
+use burn::backend::wgpu::WgpuDevice;
+use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use ember_nn::{
+    GruCell, LstmCell, Nonlinearity, Recurrent, RecurrentCell, RecurrentConfig, RecurrentState,
+    RnnCell, TorchParam, TorchTensors,
+};
+use serde_json::Value;
+
+const TOLERANCE: f32 = 1e-5;
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rnn")
+}
+
+fn read_json(path: PathBuf) -> Value {
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every case, by name.
+fn cases() -> Vec<(String, Value)> {
+    let index = read_json(fixture_dir().join("index.json"));
+    index["cases"]
+        .as_array()
+        .expect("index.json lists cases")
+        .iter()
+        .map(|c| {
+            let file = c["file"].as_str().unwrap();
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                read_json(fixture_dir().join(file)),
+            )
+        })
+        .collect()
+}
+
+fn host(v: &Value) -> (Vec<usize>, Vec<f32>) {
+    let shape = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let data = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    (shape, data)
+}
+
+fn tensor<B: Backend, const D: usize>(v: &Value, device: &B::Device) -> Tensor<B, D> {
+    let (shape, data) = host(v);
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// Compares `actual` with the fixture tensor `expected`; records a failure line if they differ.
+fn compare<B: Backend, const D: usize>(
+    failures: &mut Vec<String>,
+    what: &str,
+    actual: Option<Tensor<B, D>>,
+    expected: &Value,
+) {
+    let Some(actual) = actual else {
+        failures.push(format!("{what}: no value (no gradient?)"));
+        return;
+    };
+    let (shape, want) = host(expected);
+    if actual.dims().to_vec() != shape {
+        failures.push(format!(
+            "{what}: shape {:?}, expected {shape:?}",
+            actual.dims()
+        ));
+        return;
+    }
+    let got: Vec<f32> = actual.into_data().iter::<f32>().collect();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if got.iter().any(|v| !v.is_finite()) || worst > TOLERANCE {
+        failures.push(format!("{what}: max abs diff {worst:e}"));
+    }
+}
+
+fn config_of(case: &Value) -> RecurrentConfig {
+    let c = &case["config"];
+    let int = |k: &str| c[k].as_u64().unwrap() as usize;
+    let flag = |k: &str| c[k].as_bool().unwrap();
+    RecurrentConfig::new(int("input_size"), int("hidden_size"))
+        .with_num_layers(int("num_layers"))
+        .with_bias(flag("bias"))
+        .with_batch_first(flag("batch_first"))
+        .with_bidirectional(flag("bidirectional"))
+        .with_proj_size(int("proj_size"))
+        .with_nonlinearity(match c["nonlinearity"].as_str() {
+            Some("relu") => Nonlinearity::Relu,
+            _ => Nonlinearity::Tanh,
+        })
+}
+
+/// Runs one case with cells `C`; returns what did not match.
+fn check<B: AutodiffBackend, C: RecurrentCell<B>>(case: &Value, device: &B::Device) -> Vec<String> {
+    let mut tensors = TorchTensors::new();
+    for (name, v) in case["params"].as_object().unwrap() {
+        let (shape, data) = host(v);
+        tensors.insert(name.clone(), shape, data);
+    }
+    let layer: Recurrent<B, C> = config_of(case).init(device).unwrap();
+    let layer = layer.load_torch("", &mut tensors).unwrap();
+    assert!(
+        tensors.remaining().is_empty(),
+        "unused tensors {:?}",
+        tensors.remaining()
+    );
+    let lengths: Option<Vec<usize>> = case["config"]["lengths"]
+        .as_array()
+        .map(|l| l.iter().map(|x| x.as_u64().unwrap() as usize).collect());
+    let has_c = case.get("c0").is_some_and(|v| !v.is_null());
+
+    let mut failures = Vec::new();
+    for (section, given) in [("given_state", true), ("zero_state", false)] {
+        let s = &case[section];
+        let x = tensor::<B, 3>(&case["input"], device).require_grad();
+        let h0 = tensor::<B, 3>(&case["h0"], device).require_grad();
+        let c0 = has_c.then(|| tensor::<B, 3>(&case["c0"], device).require_grad());
+        let state = given.then(|| RecurrentState {
+            h: h0.clone(),
+            c: c0.clone(),
+        });
+        let (out, fin) = layer.forward(x.clone(), lengths.as_deref(), state);
+        let what = |w: &str| format!("{section} {w}");
+        compare(
+            &mut failures,
+            &what("output"),
+            Some(out.clone().inner()),
+            &s["output"],
+        );
+        compare(
+            &mut failures,
+            &what("h_n"),
+            Some(fin.h.clone().inner()),
+            &s["h_n"],
+        );
+        let mut loss = (out * tensor(&s["grad_output"], device)).sum()
+            + (fin.h * tensor(&s["grad_h_n"], device)).sum();
+        if let Some(c_n) = fin.c {
+            compare(
+                &mut failures,
+                &what("c_n"),
+                Some(c_n.clone().inner()),
+                &s["c_n"],
+            );
+            loss = loss + (c_n * tensor(&s["grad_c_n"], device)).sum();
+        }
+        let grads = loss.backward();
+        compare(
+            &mut failures,
+            &what("grad.input"),
+            x.grad(&grads),
+            &s["grad.input"],
+        );
+        if given {
+            compare(
+                &mut failures,
+                &what("grad.h0"),
+                h0.grad(&grads),
+                &s["grad.h0"],
+            );
+            if let Some(c0) = &c0 {
+                compare(
+                    &mut failures,
+                    &what("grad.c0"),
+                    c0.grad(&grads),
+                    &s["grad.c0"],
+                );
+            }
+        }
+        for p in layer.torch_params("") {
+            let key = format!("grad.{}", p.name());
+            match &p {
+                TorchParam::Matrix(_, t) => {
+                    compare(&mut failures, &what(&key), t.grad(&grads), &s[&key])
+                }
+                TorchParam::Vector(_, t) => {
+                    compare(&mut failures, &what(&key), t.grad(&grads), &s[&key])
+                }
+            }
+        }
+    }
+    failures
+}
+
+fn check_all<B: AutodiffBackend>(device: &B::Device) {
+    let cases = cases();
+    assert!(cases.len() >= 84, "fixtures missing: {} cases", cases.len());
+    let mut report = Vec::new();
+    for (name, case) in &cases {
+        let failures = match case["config"]["cell"].as_str().unwrap() {
+            "lstm" => check::<B, LstmCell<B>>(case, device),
+            "gru" => check::<B, GruCell<B>>(case, device),
+            "rnn_tanh" | "rnn_relu" => check::<B, RnnCell<B>>(case, device),
+            other => panic!("unknown cell {other}"),
+        };
+        report.extend(failures.into_iter().map(|f| format!("{name}: {f}")));
+    }
+    assert!(
+        report.is_empty(),
+        "{} mismatches:\n{}",
+        report.len(),
+        report.join("\n")
+    );
+}
+
+#[test]
+fn pytorch_parity_ndarray() {
+    check_all::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
+}
+
+#[test]
+fn pytorch_parity_wgpu() {
+    check_all::<Autodiff<Wgpu>>(&WgpuDevice::default());
+}

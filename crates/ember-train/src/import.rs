@@ -1,0 +1,229 @@
+//! Importing a PyTorch character model (embedding → RNN/LSTM/GRU → linear head) into a run
+//! directory that `ember sample` uses.
+//!
+//! The `state_dict` may come from `torch.save(model.state_dict())` (`.pt`/`.pth`), a
+//! checkpoint dict holding it under `state_dict` or `model_state_dict`, or safetensors. Module
+//! names are the user's own: the recurrent layer is the prefix of `weight_ih_l0`, the embedding
+//! is the other weight without a bias, and the head is the weight with a bias.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn_store::{ModuleStore, PytorchStore, SafetensorsStore};
+use ember_data::Vocab;
+use ember_nn::{CharLm, TorchTensors};
+
+use crate::checkpoint::{BestCheckpoint, BEST_CHECKPOINT, BEST_JSON};
+use crate::config::ExperimentConfig;
+use crate::model::{char_lm_config, recorder};
+use crate::run::{ensure_free, evaluate, prepare_data, CONFIG_FILE, VOCAB_FILE};
+use crate::TrainError;
+
+/// Tensors of a PyTorch file: name → (shape, row-major f32 values).
+type Raw = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn bad(path: &Path, reason: impl Into<String>) -> TrainError {
+    TrainError::BadCheckpoint {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn collect<S: ModuleStore>(store: &mut S, path: &Path) -> Result<Raw, TrainError> {
+    let snapshots = store
+        .get_all_snapshots()
+        .map_err(|e| bad(path, e.to_string()))?;
+    snapshots
+        .iter()
+        .map(|(name, snap)| {
+            let data = snap
+                .to_data()
+                .map_err(|e| bad(path, format!("{name}: {e:?}")))?;
+            Ok((
+                name.clone(),
+                (snap.shape.to_vec(), data.iter::<f32>().collect()),
+            ))
+        })
+        .collect()
+}
+
+/// Reads every tensor of a `.safetensors` file or a PyTorch `.pt`/`.pth`/`.bin` pickle.
+pub fn read_torch_file(path: &Path) -> Result<Raw, TrainError> {
+    if !path.is_file() {
+        return Err(TrainError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+        });
+    }
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return collect(&mut SafetensorsStore::from_file(path), path);
+    }
+    let raw = collect(&mut PytorchStore::from_file(path), path)?;
+    if raw.keys().any(|k| k.ends_with("weight_ih_l0")) {
+        return Ok(raw);
+    }
+    for key in ["state_dict", "model_state_dict", "model"] {
+        let nested = collect(
+            &mut PytorchStore::from_file(path).with_top_level_key(key),
+            path,
+        );
+        if let Ok(nested) = nested {
+            if nested.keys().any(|k| k.ends_with("weight_ih_l0")) {
+                return Ok(nested);
+            }
+        }
+    }
+    Ok(raw)
+}
+
+/// Where each part of the model sits in the file.
+struct Layout {
+    recurrent: String,
+    embedding: String,
+    head: String,
+}
+
+fn find_layout(raw: &Raw, path: &Path) -> Result<Layout, TrainError> {
+    let recurrent: Vec<&String> = raw.keys().filter(|k| k.ends_with("weight_ih_l0")).collect();
+    let recurrent = match recurrent.as_slice() {
+        [one] => one.trim_end_matches("weight_ih_l0").to_owned(),
+        [] => {
+            return Err(bad(
+                path,
+                "no recurrent layer (no tensor named *weight_ih_l0)",
+            ))
+        }
+        many => return Err(bad(path, format!("several recurrent layers: {many:?}"))),
+    };
+    let others: Vec<&String> = raw
+        .keys()
+        .filter(|k| !k.starts_with(&recurrent) && k.ends_with("weight"))
+        .collect();
+    let with_bias =
+        |k: &&String| raw.contains_key(&format!("{}bias", k.trim_end_matches("weight")));
+    let heads: Vec<&String> = others.iter().copied().filter(with_bias).collect();
+    let embeddings: Vec<&String> = others.iter().copied().filter(|k| !with_bias(k)).collect();
+    match (embeddings.as_slice(), heads.as_slice()) {
+        ([embedding], [head]) => Ok(Layout {
+            recurrent,
+            embedding: (*embedding).clone(),
+            head: head.trim_end_matches("weight").to_owned(),
+        }),
+        _ => Err(bad(
+            path,
+            format!(
+                "expected one embedding weight (no bias) and one linear head (weight and bias) besides {recurrent}*, found {others:?}"
+            ),
+        )),
+    }
+}
+
+fn transpose(shape: &[usize], values: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let (rows, cols) = (shape[0], shape[1]);
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    (vec![cols, rows], out)
+}
+
+/// Builds the [`CharLm`] of `config` and `vocab` from a PyTorch file; every tensor must be used
+/// and have the shape the config implies.
+pub fn char_lm_from_torch<B: Backend>(
+    path: &Path,
+    config: &ExperimentConfig,
+    vocab: &Vocab,
+    device: &B::Device,
+) -> Result<CharLm<B>, TrainError> {
+    let raw = read_torch_file(path)?;
+    let layout = find_layout(&raw, path)?;
+    let mut model = char_lm_config(&config.model, vocab.len()).init::<B>(device)?;
+    let head_weight = format!("{}weight", layout.head);
+    let mut tensors = TorchTensors::new();
+    for (name, (shape, values)) in raw {
+        // PyTorch's Linear weight is [out, in]; Burn's is [in, out].
+        let (shape, values) = if name == head_weight {
+            transpose(&shape, &values)
+        } else {
+            (shape, values)
+        };
+        tensors.insert(name, shape, values);
+    }
+    let wrap = |e: ember_nn::NnError| bad(path, e.to_string());
+    let t = &mut tensors;
+    model.lstm = model.lstm.load_torch(&layout.recurrent, t).map_err(wrap)?;
+    model.embedding.weight = t
+        .replace(model.embedding.weight, &layout.embedding)
+        .map_err(wrap)?;
+    model.head.weight = t.replace(model.head.weight, &head_weight).map_err(wrap)?;
+    let head_bias = format!("{}bias", layout.head);
+    model.head.bias = t.replace_opt(model.head.bias, &head_bias).map_err(wrap)?;
+    let unused = t.remaining();
+    if !unused.is_empty() {
+        return Err(bad(
+            path,
+            format!("tensors the config has no place for: {unused:?}"),
+        ));
+    }
+    Ok(model)
+}
+
+/// What an import wrote.
+#[derive(Debug, Clone)]
+pub struct ImportSummary {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Validation loss of the imported model on the config's validation split.
+    pub valid_loss: f64,
+}
+
+/// Imports `from` into a new run directory `out` with `config`, and evaluates it on the
+/// config's validation split (so `best.json` holds a real figure). The vocabulary is `vocab`
+/// when given (it must match the data's characters), else the one ember builds from the data.
+pub fn import<B: Backend>(
+    from: &Path,
+    config: &ExperimentConfig,
+    vocab: Option<&Vocab>,
+    out: &Path,
+    overwrite: bool,
+    device: &B::Device,
+) -> Result<ImportSummary, TrainError> {
+    ensure_free(out, overwrite)?;
+    let data = prepare_data(config)?;
+    let vocab = vocab.unwrap_or(&data.vocab);
+    if data.vocab != *vocab {
+        return Err(TrainError::BadOption(format!(
+            "the vocabulary does not match the characters of {}: it must be the one the model was trained with",
+            config.data.path.display()
+        )));
+    }
+    let model = char_lm_from_torch::<B>(from, config, vocab, device)?;
+    let valid_loss = evaluate(
+        &model,
+        &data.valid,
+        vocab.pad_id(),
+        config.train.batch_size,
+        device,
+    );
+    std::fs::create_dir_all(out).map_err(TrainError::io(out))?;
+    std::fs::write(out.join(CONFIG_FILE), config.to_toml())
+        .map_err(TrainError::io(out.join(CONFIG_FILE)))?;
+    vocab.save(&out.join(VOCAB_FILE))?;
+    model
+        .save_file(out.join(BEST_CHECKPOINT), &recorder())
+        .map_err(|e| bad(&out.join(BEST_CHECKPOINT), e.to_string()))?;
+    let best = BestCheckpoint {
+        epoch: 0,
+        valid_loss,
+        checkpoint: format!("imported from {}", from.display()),
+    };
+    let json = serde_json::to_string_pretty(&best).expect("serialisable");
+    std::fs::write(out.join(BEST_JSON), json).map_err(TrainError::io(out.join(BEST_JSON)))?;
+    Ok(ImportSummary {
+        dir: out.to_owned(),
+        valid_loss,
+    })
+}
