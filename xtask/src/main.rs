@@ -4,6 +4,11 @@
 //! - `cargo xtask sample [ARGS]`: build and run `ember sample ARGS`.
 //! - `cargo xtask test`: make sure a Vulkan device exists for the wgpu tests (installing
 //!   lavapipe with apt-get when run as root), then run the whole test suite.
+//! - `cargo xtask bench-layer [--cell lstm|gru|rnn] [--backend ndarray|flex] [--threads N]
+//!   [--layers L --hidden H --input I --batch B --seq T --steps S]`: forward + backward
+//!   tokens/s of one recurrent layer, ember against PyTorch on the same shapes and thread count,
+//!   and their ratio. PyTorch comes from `$EMBER_TORCH_PYTHON` or `.venv-torch/`
+//!   (`bash tools/bench/setup-torch.sh .venv-torch`); without it only ember's column is shown.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -13,7 +18,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some(cmd @ ("train" | "sample")) => ember(cmd, &args[1..]),
         Some("test") => test(&args[1..]),
-        _ => Err("usage: cargo xtask <train|sample|test> [ARGS] (train/sample take ember's arguments, e.g. --backend wgpu)".into()),
+        Some("bench-layer") => bench_layer(&args[1..]),
+        _ => Err("usage: cargo xtask <train|sample|test|bench-layer> [ARGS] (train/sample take ember's arguments, e.g. --backend wgpu)".into()),
     };
     match result {
         Ok(code) => code,
@@ -100,4 +106,87 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
     c.args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(args);
     status(c)
+}
+
+fn root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The value of `"key":` in a one-line JSON object.
+fn json_number(line: &str, key: &str) -> Option<f64> {
+    let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// Runs `cmd` and returns its last stdout line, or an error with its stderr.
+fn json_line(mut cmd: Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .last()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{cmd:?} printed nothing"))
+}
+
+fn bench_layer(args: &[String]) -> Result<ExitCode, String> {
+    let mut backend = "ndarray".to_owned();
+    let mut threads = "1".to_owned();
+    let mut shape = Vec::new();
+    for pair in args.chunks(2) {
+        match pair {
+            [k, v] if k == "--backend" => backend = v.clone(),
+            [k, v] if k == "--threads" => threads = v.clone(),
+            [k, v] => shape.extend([k.clone(), v.clone()]),
+            _ => return Err(format!("{pair:?}: every option takes a value")),
+        }
+    }
+    let mut ember = cargo();
+    ember
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "ember-nn",
+            "--example",
+            "layer_bench",
+            "--",
+        ])
+        .args(&shape)
+        .args(["--backend", &backend])
+        .env("RAYON_NUM_THREADS", &threads);
+    let ember = json_line(ember)?;
+    println!("{ember}");
+    let ember_tps = json_number(&ember, "tokens_per_s").ok_or("no tokens_per_s from ember")?;
+
+    let python = std::env::var("EMBER_TORCH_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root().join(".venv-torch/bin/python"));
+    if !python.exists() {
+        println!("PyTorch column skipped: no {} (set EMBER_TORCH_PYTHON, or run: bash tools/bench/setup-torch.sh .venv-torch)", python.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut torch = Command::new(&python);
+    torch
+        .arg(root().join("tools/bench/layer_bench.py"))
+        .args(&shape)
+        .args(["--threads", &threads])
+        .env("OMP_NUM_THREADS", &threads);
+    let torch = json_line(torch)?;
+    println!("{torch}");
+    let torch_tps = json_number(&torch, "tokens_per_s").ok_or("no tokens_per_s from PyTorch")?;
+    println!(
+        "forward+backward tokens/s, {threads} thread(s): ember ({backend}) {ember_tps:.0}, PyTorch {torch_tps:.0}, ratio ember/PyTorch {:.2}",
+        ember_tps / torch_tps
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum DataError {
     /// The file does not exist.
-    #[error("data file {path} not found: check data.path in the config (relative paths start from the directory ember runs in)")]
+    #[error("{path} not found (relative paths start from the directory ember runs in)")]
     NotFound {
         /// The missing file.
         path: PathBuf,
@@ -62,6 +62,21 @@ pub enum DataError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl DataError {
+    /// The error for failing to read `path`: [`DataError::NotFound`] when it does not exist.
+    pub(crate) fn reading(path: &std::path::Path, source: std::io::Error) -> Self {
+        match source.kind() {
+            std::io::ErrorKind::NotFound => Self::NotFound {
+                path: path.to_owned(),
+            },
+            _ => Self::Io {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
 }
 
 fn list_chars(chars: &[char]) -> String {

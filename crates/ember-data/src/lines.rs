@@ -9,15 +9,7 @@ use crate::DataError;
 /// A missing file, a file that is not UTF-8, and a file without a single non-blank line are
 /// errors that name the file.
 pub fn read_lines(path: &Path) -> Result<Vec<String>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => DataError::NotFound {
-            path: path.to_owned(),
-        },
-        _ => DataError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::reading(path, e))?;
     let text = String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
         path: path.to_owned(),
         offset: e.utf8_error().valid_up_to(),

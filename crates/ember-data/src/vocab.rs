@@ -115,15 +115,7 @@ impl Vocab {
 
     /// Reads a vocabulary written by [`Vocab::save`].
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => DataError::NotFound {
-                path: path.to_owned(),
-            },
-            _ => DataError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::reading(path, e))?;
         let bad = |reason: String| DataError::BadVocab {
             path: path.to_owned(),
             reason,

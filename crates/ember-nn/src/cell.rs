@@ -169,3 +169,21 @@ pub(crate) fn recur<B: Backend>(
 pub(crate) fn split_gates<B: Backend, const G: usize>(x: Tensor<B, 2>) -> [Tensor<B, 2>; G] {
     <[Tensor<B, 2>; G]>::try_from(x.chunk(G, 1)).expect("the gate width is G·H")
 }
+
+/// Loads `weight_ih`, `weight_hh` (in `weights`) and `bias_ih`, `bias_hh` (in `biases`) from
+/// the PyTorch tensors `{prefix}weight_ih{suffix}`, ...
+pub(crate) fn load_gate_params<B: Backend>(
+    tensors: &mut TorchTensors,
+    prefix: &str,
+    suffix: &str,
+    weights: [&mut Param<Tensor<B, 2>>; 2],
+    biases: [&mut Option<Param<Tensor<B, 1>>>; 2],
+) -> Result<(), NnError> {
+    for (name, w) in ["weight_ih", "weight_hh"].into_iter().zip(weights) {
+        *w = tensors.replace(w.clone(), &format!("{prefix}{name}{suffix}"))?;
+    }
+    for (name, b) in ["bias_ih", "bias_hh"].into_iter().zip(biases) {
+        *b = tensors.replace_opt(b.take(), &format!("{prefix}{name}{suffix}"))?;
+    }
+    Ok(())
+}

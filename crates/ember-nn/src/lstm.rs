@@ -5,8 +5,8 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
 use crate::cell::{
-    project, recur, split_gates, uniform, CellOptions, CellSpec, CellState, GateWeights,
-    RecurrentCell,
+    load_gate_params, project, recur, split_gates, uniform, CellOptions, CellSpec, CellState,
+    GateWeights, RecurrentCell,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
@@ -73,10 +73,14 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         suffix: &str,
         t: &mut TorchTensors,
     ) -> Result<Self, NnError> {
-        self.weight_ih = t.replace(self.weight_ih, &format!("{prefix}weight_ih{suffix}"))?;
-        self.weight_hh = t.replace(self.weight_hh, &format!("{prefix}weight_hh{suffix}"))?;
-        self.bias_ih = t.replace_opt(self.bias_ih, &format!("{prefix}bias_ih{suffix}"))?;
-        self.bias_hh = t.replace_opt(self.bias_hh, &format!("{prefix}bias_hh{suffix}"))?;
+        let weights = [&mut self.weight_ih, &mut self.weight_hh];
+        load_gate_params(
+            t,
+            prefix,
+            suffix,
+            weights,
+            [&mut self.bias_ih, &mut self.bias_hh],
+        )?;
         self.weight_hr = t.replace_opt(self.weight_hr, &format!("{prefix}weight_hr{suffix}"))?;
         Ok(self)
     }

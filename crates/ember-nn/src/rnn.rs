@@ -5,7 +5,9 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
-use crate::cell::{project, recur, CellOptions, CellSpec, CellState, GateWeights, RecurrentCell};
+use crate::cell::{
+    load_gate_params, project, recur, CellOptions, CellSpec, CellState, GateWeights, RecurrentCell,
+};
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
 
@@ -74,10 +76,14 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
         suffix: &str,
         t: &mut TorchTensors,
     ) -> Result<Self, NnError> {
-        self.weight_ih = t.replace(self.weight_ih, &format!("{prefix}weight_ih{suffix}"))?;
-        self.weight_hh = t.replace(self.weight_hh, &format!("{prefix}weight_hh{suffix}"))?;
-        self.bias_ih = t.replace_opt(self.bias_ih, &format!("{prefix}bias_ih{suffix}"))?;
-        self.bias_hh = t.replace_opt(self.bias_hh, &format!("{prefix}bias_hh{suffix}"))?;
+        let weights = [&mut self.weight_ih, &mut self.weight_hh];
+        load_gate_params(
+            t,
+            prefix,
+            suffix,
+            weights,
+            [&mut self.bias_ih, &mut self.bias_hh],
+        )?;
         Ok(self)
     }
 

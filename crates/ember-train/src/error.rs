@@ -22,6 +22,9 @@ pub enum TrainError {
         /// What is wrong, naming the key.
         reason: String,
     },
+    /// The config's data file does not exist.
+    #[error("data file {0} not found: check data.path in the config (relative paths start from the directory ember runs in)")]
+    DataFileMissing(PathBuf),
     /// The data could not be used.
     #[error(transparent)]
     Data(#[from] ember_data::DataError),

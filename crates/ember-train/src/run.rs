@@ -69,7 +69,10 @@ pub struct PreparedData {
 
 /// Reads, encodes and splits the `[data]` of `config`.
 pub fn prepare_data(config: &ExperimentConfig) -> Result<PreparedData, TrainError> {
-    let lines = read_lines(&config.data.path)?;
+    let lines = read_lines(&config.data.path).map_err(|e| match e {
+        ember_data::DataError::NotFound { path } => TrainError::DataFileMissing(path),
+        other => other.into(),
+    })?;
     let vocab = Vocab::from_texts(lines.iter().map(String::as_str));
     let sequences = lines
         .iter()
