@@ -295,3 +295,35 @@ fn import_then_sample() {
     ];
     assert_one_line_error(&ember(&args, dir.path()), &["head.bias", "[5]"]);
 }
+
+/// With no Vulkan driver visible, `--backend wgpu` says what to install, in one line, and
+/// creates no run directory.
+#[test]
+fn wgpu_without_adapter_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 64);
+    let cfg = tiny_config(dir.path(), &data, "");
+    let out = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args([
+            "train",
+            "--backend",
+            "wgpu",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--artifacts",
+            "run",
+        ])
+        .current_dir(dir.path())
+        .env("VK_ICD_FILENAMES", dir.path().join("no-driver.json"))
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        &[
+            "no GPU or Vulkan device",
+            "mesa-vulkan-drivers",
+            "--backend ndarray",
+        ],
+    );
+    assert!(!dir.path().join("run").exists());
+}
