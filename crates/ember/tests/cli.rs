@@ -327,3 +327,36 @@ fn wgpu_without_adapter_is_one_line() {
     );
     assert!(!dir.path().join("run").exists());
 }
+
+/// A loss that stops being finite ends the run with one line, not a panic or a bad checkpoint.
+#[test]
+fn exploding_loss_stops_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 300);
+    let cfg = dir.path().join("explode.toml");
+    let text = format!(
+        "name = \"explode\"\n[data]\npath = {:?}\n[model]\nembed_dim = 8\nhidden_size = 16\n\
+         [train]\nepochs = 2\nbatch_size = 32\nlearning_rate = 1e38\ngrad_clip = 0\n",
+        data.to_str().unwrap()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = ember(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--artifacts",
+            "run",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("train loss became") && errors[0].contains("learning_rate"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
