@@ -54,6 +54,18 @@ pub enum DataError {
         /// The unknown characters, each once, in order of appearance.
         chars: Vec<char>,
     },
+    /// Samples of a file contain characters the vocabulary does not know.
+    #[error("{path}: {samples} of {total} sample(s) hold unknown character(s) {}: the model's vocabulary does not contain them; remove them from the file or train a model on data that has them", list_chars(.chars))]
+    UnknownCharsInFile {
+        /// The file.
+        path: PathBuf,
+        /// The unknown characters, each once, in order of appearance.
+        chars: Vec<char>,
+        /// How many samples hold one.
+        samples: usize,
+        /// How many samples the file has.
+        total: usize,
+    },
     /// A vocabulary file is malformed.
     #[error("{path} is not an ember vocabulary file: {reason}")]
     BadVocab {

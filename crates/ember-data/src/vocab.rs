@@ -93,6 +93,40 @@ impl Vocab {
         Ok(ids)
     }
 
+    /// [`Self::encode_line`] for every sample of the file `path`; the error lists every
+    /// unknown character in the file and how many samples hold one.
+    pub fn encode_file_lines(
+        &self,
+        lines: &[String],
+        path: &Path,
+    ) -> Result<Vec<Vec<usize>>, DataError> {
+        let (mut chars, mut samples) = (Vec::new(), 0);
+        let mut encoded = Vec::with_capacity(lines.len());
+        for line in lines {
+            match self.encode_line(line) {
+                Ok(ids) => encoded.push(ids),
+                Err(DataError::UnknownChars { chars: unknown }) => {
+                    samples += 1;
+                    for c in unknown {
+                        if !chars.contains(&c) {
+                            chars.push(c);
+                        }
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if samples > 0 {
+            return Err(DataError::UnknownCharsInFile {
+                path: path.to_owned(),
+                chars,
+                samples,
+                total: lines.len(),
+            });
+        }
+        Ok(encoded)
+    }
+
     /// The character of `id`, or `None` for a special token or an id out of range.
     pub fn char_of(&self, id: usize) -> Option<char> {
         id.checked_sub(SPECIALS.len())
@@ -163,6 +197,23 @@ mod tests {
             err.to_string(),
             "unknown character(s) 'x', 'q': the model's vocabulary does not contain them"
         );
+    }
+
+    #[test]
+    fn unknown_characters_of_a_file_are_counted() {
+        let v = Vocab::from_texts(["abc"]);
+        let lines: Vec<String> = ["ab", "aé", "cab", "zé"].map(String::from).to_vec();
+        let err = v
+            .encode_file_lines(&lines, Path::new("eval.txt"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "eval.txt: 2 of 4 sample(s) hold unknown character(s) 'é', 'z': the model's vocabulary does not contain them; remove them from the file or train a model on data that has them"
+        );
+        let ok = v
+            .encode_file_lines(&lines[..1], Path::new("eval.txt"))
+            .unwrap();
+        assert_eq!(ok, vec![v.encode_line("ab").unwrap()]);
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The character language model: token embedding → stacked LSTM → linear head over the vocabulary.
+//! The character language model: token embedding → stacked LSTM, GRU or RNN → linear head over
+//! the vocabulary.
 
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::recurrent::{Lstm, RecurrentConfig, RecurrentState};
+use crate::layer::{AnyRecurrent, CellKind};
+use crate::recurrent::{RecurrentConfig, RecurrentState};
+use crate::rnn::Nonlinearity;
 use crate::NnError;
 
 /// Configuration of a [`CharLm`].
@@ -14,13 +17,22 @@ pub struct CharLmConfig {
     /// Width of the token embedding.
     #[config(default = 32)]
     pub embed_dim: usize,
-    /// LSTM hidden size.
+    /// The recurrent cell.
+    #[config(default = "CellKind::Lstm")]
+    pub kind: CellKind,
+    /// Recurrent hidden size.
     #[config(default = 128)]
     pub hidden_size: usize,
-    /// Number of stacked LSTM layers.
+    /// Number of stacked recurrent layers.
     #[config(default = 1)]
     pub num_layers: usize,
-    /// Dropout between LSTM layers and before the head, in training only.
+    /// LSTM only: projection size of `h` (0 means none).
+    #[config(default = 0)]
+    pub proj_size: usize,
+    /// RNN only: `tanh` or `relu`.
+    #[config(default = "Nonlinearity::Tanh")]
+    pub nonlinearity: Nonlinearity,
+    /// Dropout between recurrent layers and before the head, in training only.
     #[config(default = 0.0)]
     pub dropout: f64,
 }
@@ -36,27 +48,30 @@ impl CharLmConfig {
                 return Err(NnError::ZeroSize { key });
             }
         }
-        let lstm: Lstm<B> = RecurrentConfig::new(self.embed_dim, self.hidden_size)
+        let body = RecurrentConfig::new(self.embed_dim, self.hidden_size)
             .with_num_layers(self.num_layers)
+            .with_proj_size(self.proj_size)
+            .with_nonlinearity(self.nonlinearity)
             .with_dropout(self.dropout)
             .with_batch_first(true)
-            .init(device)?;
+            .init_any(self.kind, device)?;
         Ok(CharLm {
             embedding: EmbeddingConfig::new(self.vocab_size, self.embed_dim).init(device),
-            head: LinearConfig::new(lstm.output_size(), self.vocab_size).init(device),
-            lstm,
+            head: LinearConfig::new(body.output_size(), self.vocab_size).init(device),
+            body,
             dropout: DropoutConfig::new(self.dropout).init(),
         })
     }
 }
 
-/// A character-level language model: `logits = head(dropout(lstm(embedding(tokens))))`.
+/// A character-level language model: `logits = head(dropout(body(embedding(tokens))))`, where
+/// the body is a stacked LSTM, GRU or RNN.
 #[derive(Module, Debug)]
 pub struct CharLm<B: Backend> {
     /// Token embedding, `[vocab, embed_dim]`.
     pub embedding: Embedding<B>,
     /// The recurrent body.
-    pub lstm: Lstm<B>,
+    pub body: AnyRecurrent<B>,
     dropout: Dropout,
     /// Projection to next-token logits.
     pub head: Linear<B>,
@@ -66,7 +81,7 @@ impl<B: Backend> CharLm<B> {
     /// Next-token logits `[batch, seq, vocab]` for `tokens` `[batch, seq]`, from `state`
     /// (zeros when `None`), and the state after the last step.
     ///
-    /// Sequences padded at the end need no lengths here: a unidirectional LSTM's outputs at
+    /// Sequences padded at the end need no lengths here: a unidirectional recurrent layer's outputs at
     /// valid steps never depend on later padding, and the loss masks the padded steps.
     pub fn forward(
         &self,
@@ -74,7 +89,7 @@ impl<B: Backend> CharLm<B> {
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
         let x = self.embedding.forward(tokens);
-        let (h, state) = self.lstm.forward(x, None, state);
+        let (h, state) = self.body.forward(x, None, state);
         (self.head.forward(self.dropout.forward(h)), state)
     }
 }

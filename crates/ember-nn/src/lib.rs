@@ -5,15 +5,17 @@
 //!   `nn.RNN`, with PyTorch's parameter names, shapes, gate order and initialisation.
 //! - [`recurrent`]: stacking, directions, dropout and lengths for any cell ([`Lstm`], [`Gru`],
 //!   [`Rnn`]), around [`recurrent::run_direction`], the one loop over time.
+//! - [`layer`]: [`AnyRecurrent`], a layer whose cell is chosen at run time ([`CellKind`]).
 //! - [`packing`]: variable lengths as PyTorch packs them (sorted, shrinking active batch).
 //! - [`torch`]: PyTorch `state_dict` names, to load and list parameters.
 //! - [`scratch`]: the hand-written two-head teaching RNN.
-//! - [`char_lm`]: the character language model (embedding → LSTM → linear head).
+//! - [`char_lm`]: the character language model (embedding → LSTM/GRU/RNN → linear head).
 
 pub mod cell;
 pub mod char_lm;
 pub mod error;
 pub mod gru;
+pub mod layer;
 pub mod lstm;
 pub mod packing;
 pub mod recurrent;
@@ -25,6 +27,7 @@ pub use cell::{CellState, RecurrentCell};
 pub use char_lm::{CharLm, CharLmConfig};
 pub use error::NnError;
 pub use gru::GruCell;
+pub use layer::{AnyRecurrent, AnyRecurrentRecord, CellKind};
 pub use lstm::LstmCell;
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentState, Rnn};
 pub use rnn::{Nonlinearity, RnnCell};

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ember_nn::{CellKind, Nonlinearity};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -33,22 +34,13 @@ pub struct DataConfig {
     pub valid_fraction: f64,
 }
 
-/// The recurrent architecture of the model body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    /// A stacked LSTM (`torch.nn.LSTM`).
-    #[default]
-    Lstm,
-}
-
 /// The `[model]` table of a character language model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// The recurrent layer type.
+    /// The recurrent cell: `lstm`, `gru` or `rnn`.
     #[serde(default)]
-    pub kind: ModelKind,
+    pub kind: CellKind,
     /// Width of the character embedding.
     #[serde(default = "defaults::embed_dim")]
     pub embed_dim: usize,
@@ -58,6 +50,12 @@ pub struct ModelConfig {
     /// Number of stacked recurrent layers.
     #[serde(default = "defaults::num_layers")]
     pub num_layers: usize,
+    /// LSTM only: project `h` to this width (PyTorch's `proj_size`); 0 means none.
+    #[serde(default)]
+    pub proj_size: usize,
+    /// RNN only: `tanh` or `relu`.
+    #[serde(default)]
+    pub nonlinearity: Nonlinearity,
     /// Dropout between layers and before the output head.
     #[serde(default)]
     pub dropout: f64,
@@ -66,10 +64,12 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            kind: ModelKind::default(),
+            kind: CellKind::default(),
             embed_dim: defaults::embed_dim(),
             hidden_size: defaults::hidden_size(),
             num_layers: defaults::num_layers(),
+            proj_size: 0,
+            nonlinearity: Nonlinearity::default(),
             dropout: 0.0,
         }
     }
@@ -215,6 +215,24 @@ impl ExperimentConfig {
                 return Err(format!("{key} must be at least 1, got 0"));
             }
         }
+        if m.proj_size > 0 && m.kind != CellKind::Lstm {
+            return Err(format!(
+                "model.proj_size applies to kind = \"lstm\" only, not \"{}\": remove it",
+                m.kind
+            ));
+        }
+        if m.proj_size >= m.hidden_size && m.proj_size > 0 {
+            return Err(format!(
+                "model.proj_size must be smaller than model.hidden_size ({}), got {}",
+                m.hidden_size, m.proj_size
+            ));
+        }
+        if m.nonlinearity != Nonlinearity::Tanh && m.kind != CellKind::Rnn {
+            return Err(format!(
+                "model.nonlinearity applies to kind = \"rnn\" only, not \"{}\": remove it",
+                m.kind
+            ));
+        }
         if !(0.0..1.0).contains(&m.dropout) {
             return Err(format!(
                 "model.dropout must be in [0, 1), got {}",
@@ -279,5 +297,32 @@ mod tests {
         let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\nkind = \"transformer\"\n"))
             .unwrap_err();
         assert!(err.contains("unknown variant `transformer`"), "{err}");
+        let err = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nhidden_size = 8\nproj_size = 8\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "model.proj_size must be smaller than model.hidden_size (8), got 8"
+        );
+        let err = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nkind = \"gru\"\nproj_size = 2\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("model.proj_size applies to kind = \"lstm\""),
+            "{err}"
+        );
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\nnonlinearity = \"relu\"\n"))
+            .unwrap_err();
+        assert!(
+            err.starts_with("model.nonlinearity applies to kind = \"rnn\""),
+            "{err}"
+        );
+        let ok = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nkind = \"rnn\"\nnonlinearity = \"relu\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.model.nonlinearity, Nonlinearity::Relu);
     }
 }

@@ -1,5 +1,5 @@
 //! Importing a PyTorch character model (embedding → RNN/LSTM/GRU → linear head) into a run
-//! directory that `ember sample` uses.
+//! directory that `ember sample` and `ember eval` use.
 //!
 //! The `state_dict` may come from `torch.save(model.state_dict())` (`.pt`/`.pth`), a
 //! checkpoint dict holding it under `state_dict` or `model_state_dict`, or safetensors. Module
@@ -152,9 +152,20 @@ pub fn char_lm_from_torch<B: Backend>(
         };
         tensors.insert(name, shape, values);
     }
-    let wrap = |e: ember_nn::NnError| bad(path, e.to_string());
+    let wrap = |e: ember_nn::NnError| {
+        match e {
+        ember_nn::NnError::TensorShape { .. } => bad(
+            path,
+            format!(
+                "{e}: check the [model] table of the config (kind = \"{}\", hidden_size, num_layers, proj_size, embed_dim)",
+                config.model.kind
+            ),
+        ),
+        other => bad(path, other.to_string()),
+    }
+    };
     let t = &mut tensors;
-    model.lstm = model.lstm.load_torch(&layout.recurrent, t).map_err(wrap)?;
+    model.body = model.body.load_torch(&layout.recurrent, t).map_err(wrap)?;
     model.embedding.weight = t
         .replace(model.embedding.weight, &layout.embedding)
         .map_err(wrap)?;

@@ -8,11 +8,13 @@
 //! - [`model`]: the trainable wrapper and its loss; [`loss`]: masked cross-entropy.
 //! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
 //! - [`sample`]: loading a run and generating text.
+//! - [`eval`]: a trained run's loss, perplexity and bits/char on a file.
 //! - [`import`]: a PyTorch character model into a run directory.
 
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod import;
 pub mod loss;
 pub mod metrics;
@@ -25,5 +27,6 @@ pub mod strategy;
 
 pub use config::ExperimentConfig;
 pub use error::TrainError;
+pub use eval::{eval_run, EvalData, EvalReport};
 pub use run::{train, TrainOptions, TrainSummary};
 pub use sample::{load_run, sample, LoadedRun, SampleOptions};

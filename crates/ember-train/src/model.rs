@@ -21,9 +21,12 @@ pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
 /// The [`CharLmConfig`] of a `[model]` table for a vocabulary of `vocab_size` tokens.
 pub fn char_lm_config(model: &ModelConfig, vocab_size: usize) -> CharLmConfig {
     CharLmConfig::new(vocab_size)
+        .with_kind(model.kind)
         .with_embed_dim(model.embed_dim)
         .with_hidden_size(model.hidden_size)
         .with_num_layers(model.num_layers)
+        .with_proj_size(model.proj_size)
+        .with_nonlinearity(model.nonlinearity)
         .with_dropout(model.dropout)
 }
 

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
+use burn::record::Recorder;
 use ember_data::Vocab;
+use ember_nn::char_lm::CharLmRecord;
 use ember_nn::CharLm;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -56,13 +58,19 @@ pub fn load_run<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<
         path: best.clone(),
         reason,
     };
-    let model = fresh
-        .load_file(best.clone(), &recorder(), device)
-        .map_err(|e| {
-            bad(format!(
-                "{e} (the file is damaged or not a Burn .mpk record)"
-            ))
-        })?;
+    let record: CharLmRecord<B> = recorder().load(best.clone(), device).map_err(|e| {
+        bad(format!(
+            "{e} (the file is damaged or not a Burn .mpk record)"
+        ))
+    })?;
+    if record.body.kind() != config.model.kind {
+        return Err(bad(format!(
+            "it holds a {} model, but the run's config.toml says model.kind = \"{}\"",
+            record.body.kind(),
+            config.model.kind
+        )));
+    }
+    let model = fresh.load_record(record);
     let found = shapes(&model);
     if found != expected {
         return Err(bad(format!(

@@ -1,5 +1,5 @@
-//! Importing a PyTorch character LSTM (`tools/fixtures/char_lm_import.py`): the imported run
-//! must give PyTorch's logits, and broken files must be named in the error.
+//! Importing PyTorch character models (`tools/fixtures/char_lm_import.py`): an imported LSTM,
+//! GRU or ReLU RNN run must give PyTorch's logits, and broken files must be named in the error.
 
 use std::path::{Path, PathBuf};
 
@@ -14,20 +14,66 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import")
 }
 
-fn config() -> ExperimentConfig {
+/// The fixtures' config, with extra `[model]` lines (`kind = "gru"`).
+fn config(model: &str) -> ExperimentConfig {
     ExperimentConfig::parse(&format!(
         "name = \"imported\"\n[data]\npath = {:?}\nvalid_fraction = 0.25\n\
-         [model]\nembed_dim = 4\nhidden_size = 6\nnum_layers = 2\n",
+         [model]\nembed_dim = 4\nhidden_size = 6\nnum_layers = 2\n{model}",
         fixtures().join("names.txt").to_str().unwrap()
     ))
     .unwrap()
 }
 
-fn import_into(file: &str, out: &Path) -> Result<(), String> {
+fn import_as(file: &str, model: &str, out: &Path) -> Result<(), String> {
     let device = NdArrayDevice::Cpu;
-    import::<NdArray>(&fixtures().join(file), &config(), None, out, false, &device)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    import::<NdArray>(
+        &fixtures().join(file),
+        &config(model),
+        None,
+        out,
+        false,
+        &device,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+fn import_into(file: &str, out: &Path) -> Result<(), String> {
+    import_as(file, "", out)
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Imports `file` as `model` and checks the run's logits against `want`.
+fn assert_reproduces(file: &str, model: &str, input: &[i64], want: &[f32]) {
+    let device = NdArrayDevice::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    import_as(file, model, &out).unwrap();
+    let run = load_run::<NdArray>(&out, &device).unwrap();
+    let tokens =
+        Tensor::<NdArray, 2, Int>::from_data(TensorData::new(input.to_vec(), [2, 4]), &device);
+    let (logits, _) = run.model.forward(tokens, None);
+    let got: Vec<f32> = logits.into_data().iter::<f32>().collect();
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 1e-5,
+        "{file}: logits differ from PyTorch by {worst}"
+    );
+    let best = ember_train::checkpoint::read_best(&out).unwrap();
+    assert!(best.valid_loss.is_finite() && best.valid_loss > 0.0);
 }
 
 #[test]
@@ -41,38 +87,26 @@ fn imported_models_reproduce_pytorch_logits() {
         .iter()
         .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()))
         .collect();
-    let want: Vec<f32> = expected["logits"]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    let device = NdArrayDevice::Cpu;
     for file in [
         "char_lstm.pt",
         "char_lstm.safetensors",
         "char_lstm_checkpoint.pt",
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("run");
-        import_into(file, &out).unwrap();
-        let run = load_run::<NdArray>(&out, &device).unwrap();
-        let tokens =
-            Tensor::<NdArray, 2, Int>::from_data(TensorData::new(input.clone(), [2, 4]), &device);
-        let (logits, _) = run.model.forward(tokens, None);
-        let got: Vec<f32> = logits.into_data().iter::<f32>().collect();
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(
-            worst < 1e-5,
-            "{file}: logits differ from PyTorch by {worst}"
-        );
-        let best = ember_train::checkpoint::read_best(&out).unwrap();
-        assert!(best.valid_loss.is_finite() && best.valid_loss > 0.0);
+        assert_reproduces(file, "", &input, &floats(&expected["logits"]));
     }
+    let others = &expected["others"];
+    assert_reproduces(
+        "char_gru.safetensors",
+        "kind = \"gru\"\n",
+        &input,
+        &floats(&others["gru"]["logits"]),
+    );
+    assert_reproduces(
+        "char_rnn_relu.safetensors",
+        "kind = \"rnn\"\nnonlinearity = \"relu\"\n",
+        &input,
+        &floats(&others["rnn_relu"]["logits"]),
+    );
 }
 
 #[test]
@@ -87,6 +121,11 @@ fn broken_files_name_the_tensor() {
     assert!(
         err.contains("head.bias") && err.contains("[5]") && err.contains("[7]"),
         "{err}"
+    );
+    let err = import_into("char_gru.safetensors", &dir.path().join("d")).unwrap_err();
+    assert!(
+        err.contains("rnn.weight_ih_l0") && err.contains("kind = \"lstm\""),
+        "a GRU file read as an LSTM must point at model.kind: {err}"
     );
     let err = import_into("no-such-file.pt", &dir.path().join("c")).unwrap_err();
     assert!(err.contains("no-such-file.pt"), "{err}");

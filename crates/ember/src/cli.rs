@@ -23,6 +23,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate text from a trained run's best checkpoint.
     Sample(SampleArgs),
+    /// Loss, perplexity and bits/char of a trained run on a text file.
+    Eval(EvalArgs),
     /// Turn a PyTorch character model's state_dict into a run directory.
     Import(ImportArgs),
 }
@@ -72,6 +74,23 @@ pub struct SampleArgs {
     /// Most characters generated per sample after the prefix.
     #[arg(long, default_value_t = 50)]
     pub max_len: usize,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    pub backend: BackendKind,
+}
+
+/// `ember eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run directory (holding best.mpk, config.toml, vocab.json).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Text file to evaluate, one sample per line [default: the run's validation split].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,

@@ -12,19 +12,22 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_train::checkpoint::BEST_CHECKPOINT;
 use ember_train::run::PreparedData;
-use ember_train::{ExperimentConfig, SampleOptions, TrainOptions, TrainSummary};
+use ember_train::{
+    EvalData, EvalReport, ExperimentConfig, SampleOptions, TrainOptions, TrainSummary,
+};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::backend::{ensure_wgpu, BackendKind};
-use crate::cli::{Cli, Command, ImportArgs, SampleArgs, TrainArgs};
+use crate::cli::{Cli, Command, EvalArgs, ImportArgs, SampleArgs, TrainArgs};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Sample(args) => sample(args),
+        Command::Eval(args) => eval(args),
         Command::Import(args) => import(args),
     }
 }
@@ -172,6 +175,34 @@ fn sample_on<B: Backend>(
         options,
         &device,
     )?)
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let data = match args.data {
+        Some(path) => EvalData::File(path),
+        None => EvalData::RunValidation,
+    };
+    let report = match args.backend {
+        BackendKind::Ndarray => {
+            eval_on::<NdArray>(&args.run, &data, args.batch_size, NdArrayDevice::Cpu)?
+        }
+        BackendKind::Wgpu => {
+            ensure_wgpu()?;
+            eval_on::<Wgpu>(&args.run, &data, args.batch_size, WgpuDevice::default())?
+        }
+    };
+    println!("{report}");
+    Ok(())
+}
+
+fn eval_on<B: Backend>(
+    run: &Path,
+    data: &EvalData,
+    batch_size: usize,
+    device: B::Device,
+) -> anyhow::Result<EvalReport> {
+    let loaded = ember_train::load_run::<B>(run, &device)?;
+    Ok(ember_train::eval_run(&loaded, data, batch_size, &device)?)
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<()> {

@@ -207,6 +207,31 @@ fn train_sample_and_protect_the_run() {
     assert_one_line_error(&out, &["already holds a trained run", "--overwrite"]);
     assert_eq!(std::fs::read(run.join("best.mpk")).unwrap(), best_before);
 
+    // `ember eval` with no --data re-evaluates the validation split: best.json's figure.
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("best.json")).unwrap()).unwrap();
+    let want = format!(
+        "loss {:.4} nats/token",
+        best["valid_loss"].as_f64().unwrap()
+    );
+    let out = stdout(&ember(&["eval", "--run", "run"], dir.path()));
+    assert!(
+        out.starts_with("validation split of") && out.contains(&want),
+        "{out} (want {want})"
+    );
+    std::fs::write(dir.path().join("eval.txt"), "Anna\nZoë\n").unwrap();
+    let out = ember(&["eval", "--run", "run", "--data", "eval.txt"], dir.path());
+    assert_one_line_error(&out, &["eval.txt", "1 of 2 sample(s)", "'ë'"]);
+    std::fs::write(dir.path().join("eval.txt"), "Anna\nAnne\n").unwrap();
+    let out = stdout(&ember(
+        &["eval", "--run", "run", "--data", "eval.txt"],
+        dir.path(),
+    ));
+    assert!(
+        out.contains("eval.txt: 2 sequences, 10 tokens") && out.contains("bits/char"),
+        "{out}"
+    );
+
     // A damaged checkpoint is reported, not a panic.
     std::fs::write(run.join("best.mpk"), b"not a checkpoint").unwrap();
     let out = ember(&["sample", "--run", "run"], dir.path());
@@ -359,4 +384,41 @@ fn exploding_loss_stops_with_one_line() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// GRU and ReLU-RNN character models train, evaluate and sample through the same commands, and
+/// a checkpoint that does not match its config's cell kind is one line.
+#[test]
+fn gru_and_rnn_bodies_train_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 200);
+    for (run, model) in [
+        ("gru", "kind = \"gru\"\n"),
+        ("rnn", "kind = \"rnn\"\nnonlinearity = \"relu\"\n"),
+    ] {
+        let cfg = dir.path().join(format!("{run}.toml"));
+        let text = format!(
+            "name = \"{run}\"\n[data]\npath = {:?}\n[model]\nembed_dim = 8\nhidden_size = 16\n\
+             {model}[train]\nepochs = 1\nbatch_size = 32\nlearning_rate = 0.01\n",
+            data.to_str().unwrap()
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let args = [
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--artifacts",
+            run,
+        ];
+        assert!(stdout(&ember(&args, dir.path())).contains("best checkpoint"));
+        let out = stdout(&ember(&["eval", "--run", run], dir.path()));
+        assert!(out.contains("nats/token"), "{out}");
+        let samples = stdout(&ember(&["sample", "--run", run, "--n", "2"], dir.path()));
+        assert_eq!(samples.lines().count(), 2, "{samples}");
+    }
+    let config = dir.path().join("gru/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("kind = \"gru\"", "kind = \"lstm\"")).unwrap();
+    let out = ember(&["sample", "--run", "gru"], dir.path());
+    assert_one_line_error(&out, &["holds a gru model", "model.kind = \"lstm\""]);
 }
