@@ -74,6 +74,93 @@ pub enum DataError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A data file ember wrote (a split, a class list) is malformed.
+    #[error("{path} is not a file ember can read back: {reason}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A class has too few samples for a stratified split.
+    #[error("class {class:?} has {count} sample(s); a stratified split needs at least {needed} per class: add samples or remove the class")]
+    ClassTooSmall {
+        /// The class name.
+        class: String,
+        /// Its number of samples.
+        count: usize,
+        /// How many are needed.
+        needed: usize,
+    },
+    /// A labelled-data directory holds no class files.
+    #[error("{path} holds no class files (*.txt, one per class, one sample per line)")]
+    NoClasses {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A window does not fit in the series.
+    #[error("{what} has {len} values, too few for a window of {window} plus a target: lower the window (data.window) or use a longer series")]
+    WindowTooLong {
+        /// The series.
+        what: String,
+        /// Its length.
+        len: usize,
+        /// The window asked for.
+        window: usize,
+    },
+    /// A text is too short to cut into the asked number of parallel streams.
+    #[error("{what} has {len} tokens, too few for {streams} parallel streams of at least 2 tokens: lower train.batch_size or use more text")]
+    TooShortForStreams {
+        /// The text.
+        what: String,
+        /// Its length in tokens.
+        len: usize,
+        /// The number of streams asked for.
+        streams: usize,
+    },
+    /// A CSV file has no column of that name.
+    #[error("{path} has no column {column:?}; its columns are {available}")]
+    NoSuchColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column asked for.
+        column: String,
+        /// The header, comma-separated.
+        available: String,
+    },
+    /// A CSV cell is not a number.
+    #[error("{path}, line {line}, column {column:?}: {value:?} is not a number")]
+    NotNumeric {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line in the file.
+        line: usize,
+        /// The column.
+        column: String,
+        /// The cell.
+        value: String,
+    },
+    /// A CSV cell is empty or NA and missing values are not allowed.
+    #[error("{path}, line {line}, column {column:?}: the value is missing; set data.missing = \"interpolate\" to fill gaps linearly, or fix the file")]
+    MissingValue {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line in the file.
+        line: usize,
+        /// The column.
+        column: String,
+    },
+    /// A CSV file could not be parsed.
+    #[error("{path}: {reason}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A size option is zero or otherwise impossible.
+    #[error("{0}")]
+    BadOption(String),
 }
 
 impl DataError {

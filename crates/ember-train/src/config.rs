@@ -32,6 +32,10 @@ pub struct DataConfig {
     /// Share of the samples held out for validation.
     #[serde(default = "defaults::valid_fraction")]
     pub valid_fraction: f64,
+    /// Group training samples of similar length into batches (less padding); batches are
+    /// still drawn in random order.
+    #[serde(default)]
+    pub bucket_by_length: bool,
 }
 
 /// The `[model]` table of a character language model.

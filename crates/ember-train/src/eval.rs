@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use ember_data::{read_lines, TokenSequence};
+use ember_data::{read_lines, SplitIndices, TokenSequence};
 
-use crate::run::{evaluate, prepare_data};
+use crate::run::{evaluate, prepare_data, SPLIT_FILE};
 use crate::sample::LoadedRun;
 use crate::TrainError;
 
@@ -77,6 +77,14 @@ pub fn eval_run<B: Backend>(
         EvalData::File(path) => (path.display().to_string(), read_file(run, path)?),
         EvalData::RunValidation => {
             let prepared = prepare_data(&run.config)?;
+            let saved = run.dir.join(SPLIT_FILE);
+            if saved.is_file() && SplitIndices::load(&saved)? != prepared.split {
+                return Err(TrainError::BadOption(format!(
+                    "{} has changed since training (its split differs from {}): pass --data FILE",
+                    run.config.data.path.display(),
+                    saved.display()
+                )));
+            }
             if prepared.vocab != run.vocab {
                 return Err(TrainError::BadOption(format!(
                     "{} no longer has the characters the run was trained on: pass --data FILE",

@@ -10,7 +10,11 @@ use burn::optim::{AdamConfig, AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::LearningRateMetric;
 use burn::train::{Learner, LearningResult, SupervisedTraining, TrainingStrategy};
-use ember_data::{read_lines, split_train_valid, SequenceBatcher, TokenSequence, Vocab};
+use ember_data::bucket::{bucketed_batches, BatchedDataset, FlattenBatcher};
+use ember_data::split::shuffled_split;
+use ember_data::{
+    read_lines, Fractions, PaddingReport, SequenceBatcher, SplitIndices, TokenSequence, Vocab,
+};
 
 use crate::checkpoint::{
     read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_CHECKPOINT, BEST_JSON,
@@ -27,6 +31,8 @@ use crate::TrainError;
 pub const CONFIG_FILE: &str = "config.toml";
 /// File name of a run's vocabulary.
 pub const VOCAB_FILE: &str = "vocab.json";
+/// File name of a run's train/validation split (sample indices into the data file's lines).
+pub const SPLIT_FILE: &str = "split.json";
 /// Folder of burn-train's own logs in a run directory.
 pub const LOG_DIR: &str = "logs";
 
@@ -65,6 +71,8 @@ pub struct PreparedData {
     pub train: Vec<TokenSequence>,
     /// Validation sequences.
     pub valid: Vec<TokenSequence>,
+    /// Which lines went where, saved with the run.
+    pub split: SplitIndices,
 }
 
 /// Reads, encodes and splits the `[data]` of `config`.
@@ -79,16 +87,18 @@ pub fn prepare_data(config: &ExperimentConfig) -> Result<PreparedData, TrainErro
         .map(|l| vocab.encode_line(l).map(|tokens| TokenSequence { tokens }))
         .collect::<Result<Vec<_>, _>>()?;
     let what = config.data.path.display().to_string();
-    let split = split_train_valid(
-        sequences,
-        config.data.valid_fraction,
+    let indices = shuffled_split(
+        sequences.len(),
+        Fractions::valid(config.data.valid_fraction),
         config.train.seed,
         &what,
     )?;
+    let split = indices.apply(&sequences);
     Ok(PreparedData {
         vocab,
         train: split.train,
         valid: split.valid,
+        split: indices,
     })
 }
 
@@ -154,6 +164,18 @@ pub fn train<B: AutodiffBackend>(
     std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
         .map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
     data.vocab.save(&dir.join(VOCAB_FILE))?;
+    data.split.save(&dir.join(SPLIT_FILE))?;
+    let lengths: Vec<usize> = data.train.iter().map(|s| s.tokens.len() - 1).collect();
+    tracing::info!(
+        "batches of {}: {}{}",
+        config.train.batch_size,
+        PaddingReport::measure(&lengths, config.train.batch_size, config.train.seed),
+        if config.data.bucket_by_length {
+            " (bucketing is on)"
+        } else {
+            " (set data.bucket_by_length = true to bucket)"
+        }
+    );
     let unigram = unigram_loss(data.vocab.len(), &data.train, &data.valid);
     tracing::info!(
         "{} training and {} validation sequences, vocabulary of {} tokens; unigram baseline {:.4}",
@@ -209,10 +231,19 @@ where
     O: Optimizer<LanguageModel<B>, B> + 'static,
 {
     let batcher = SequenceBatcher::new(data.vocab.pad_id());
-    let loader_train = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(config.train.batch_size)
-        .shuffle(config.train.seed)
-        .build(InMemDataset::new(data.train));
+    let loader_train = if config.data.bucket_by_length {
+        let lengths: Vec<usize> = data.train.iter().map(|s| s.tokens.len() - 1).collect();
+        let batches = bucketed_batches(&lengths, config.train.batch_size, config.train.seed);
+        DataLoaderBuilder::new(FlattenBatcher::new(batcher.clone()))
+            .batch_size(1)
+            .shuffle(config.train.seed)
+            .build(BatchedDataset::new(&data.train, &batches))
+    } else {
+        DataLoaderBuilder::new(batcher.clone())
+            .batch_size(config.train.batch_size)
+            .shuffle(config.train.seed)
+            .build(InMemDataset::new(data.train))
+    };
     let loader_valid = DataLoaderBuilder::new(batcher)
         .batch_size(config.train.batch_size)
         .build(InMemDataset::new(data.valid));

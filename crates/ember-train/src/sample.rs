@@ -20,6 +20,8 @@ use crate::TrainError;
 /// A trained run read back from its directory.
 #[derive(Debug)]
 pub struct LoadedRun<B: Backend> {
+    /// The run directory.
+    pub dir: std::path::PathBuf,
     /// The config it was trained with.
     pub config: ExperimentConfig,
     /// Its vocabulary.
@@ -78,6 +80,7 @@ pub fn load_run<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<
         )));
     }
     Ok(LoadedRun {
+        dir: dir.to_owned(),
         config,
         vocab,
         model,

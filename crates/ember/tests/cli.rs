@@ -160,6 +160,7 @@ fn train_sample_and_protect_the_run() {
         "best.mpk",
         "best.json",
         "metrics.csv",
+        "split.json",
         "train.log",
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
@@ -394,11 +395,13 @@ fn gru_and_rnn_bodies_train_and_eval() {
     let data = names_subset(dir.path(), 200);
     for (run, model) in [
         ("gru", "kind = \"gru\"\n"),
+        ("bucketed", "kind = \"gru\"\n"),
         ("rnn", "kind = \"rnn\"\nnonlinearity = \"relu\"\n"),
     ] {
         let cfg = dir.path().join(format!("{run}.toml"));
+        let bucket = run == "bucketed";
         let text = format!(
-            "name = \"{run}\"\n[data]\npath = {:?}\n[model]\nembed_dim = 8\nhidden_size = 16\n\
+            "name = \"{run}\"\n[data]\npath = {:?}\nbucket_by_length = {bucket}\n[model]\nembed_dim = 8\nhidden_size = 16\n\
              {model}[train]\nepochs = 1\nbatch_size = 32\nlearning_rate = 0.01\n",
             data.to_str().unwrap()
         );
@@ -411,6 +414,11 @@ fn gru_and_rnn_bodies_train_and_eval() {
             run,
         ];
         assert!(stdout(&ember(&args, dir.path())).contains("best checkpoint"));
+        let log = std::fs::read_to_string(dir.path().join(run).join("train.log")).unwrap();
+        assert!(
+            log.contains("with length bucketing") && log.contains("(bucketing is on)") == bucket,
+            "{log}"
+        );
         let out = stdout(&ember(&["eval", "--run", run], dir.path()));
         assert!(out.contains("nats/token"), "{out}");
         let samples = stdout(&ember(&["sample", "--run", run, "--n", "2"], dir.path()));
