@@ -188,6 +188,50 @@ impl ExperimentConfig {
         Ok(cfg)
     }
 
+    /// The config with `key=value` overrides applied (`--set model.hidden_size=256`): dotted
+    /// keys of the config's tables, values in TOML syntax (a value that is not TOML, such as
+    /// `data.path=my.txt`, is taken as a string). The result is validated like a file; an
+    /// unknown key or a value of the wrong type is one line naming the override.
+    pub fn with_overrides(&self, sets: &[String]) -> Result<Self, String> {
+        let mut root = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        for set in sets {
+            let (key, raw) = set.split_once('=').ok_or_else(|| {
+                format!("--set {set:?}: expected KEY=VALUE, e.g. model.hidden_size=256")
+            })?;
+            let key = key.trim();
+            let mut slot = &mut root;
+            for (depth, part) in key.split('.').enumerate() {
+                let table = slot.as_table_mut().ok_or_else(|| {
+                    format!(
+                        "--set {key}: {} is not a table",
+                        key.split('.').take(depth).collect::<Vec<_>>().join(".")
+                    )
+                })?;
+                let known: Vec<String> = table.keys().cloned().collect();
+                slot = table.get_mut(part).ok_or_else(|| {
+                    format!(
+                        "--set {key}: unknown key {part:?}; the keys here are {}",
+                        known.join(", ")
+                    )
+                })?;
+            }
+            if slot.is_table() {
+                return Err(format!(
+                    "--set {key}: name a key inside the table, e.g. {key}.{}",
+                    slot.as_table()
+                        .and_then(|t| t.keys().next())
+                        .map_or("...", String::as_str)
+                ));
+            }
+            *slot = toml_value(raw.trim());
+        }
+        let config: Self = root.try_into().map_err(|e: toml::de::Error| {
+            format!("--set: {}", e.message().trim().replace('\n', " "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// The config as TOML, as saved in a run directory.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a config always serialises")
@@ -259,6 +303,14 @@ impl ExperimentConfig {
     }
 }
 
+/// `raw` as a TOML value (`256`, `0.5`, `true`, `"x"`), or as a string when it is not one.
+fn toml_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
 /// A TOML error on one line: "line 3: unknown field `x`, expected one of ...".
 fn one_line(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().replace('\n', " ");
@@ -283,6 +335,49 @@ mod tests {
         assert_eq!(c.model, ModelConfig::default());
         assert_eq!(c.train, TrainConfig::default());
         assert_eq!(ExperimentConfig::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn overrides_are_applied_and_validated() {
+        let c = ExperimentConfig::parse(MINIMAL).unwrap();
+        let sets = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = c
+            .with_overrides(&sets(&[
+                "model.hidden_size=256",
+                "data.path=my file.txt",
+                "model.kind=\"gru\"",
+                "train.learning_rate = 0.01",
+            ]))
+            .unwrap();
+        assert_eq!(o.model.hidden_size, 256);
+        assert_eq!(o.data.path, PathBuf::from("my file.txt"));
+        assert_eq!(o.model.kind, CellKind::Gru);
+        assert_eq!(o.train.learning_rate, 0.01);
+        let err = c
+            .with_overrides(&sets(&["model.hiden_size=3"]))
+            .unwrap_err();
+        assert!(
+            err.starts_with(
+                "--set model.hiden_size: unknown key \"hiden_size\"; the keys here are "
+            ),
+            "{err}"
+        );
+        assert!(err.contains("hidden_size"), "{err}");
+        let err = c
+            .with_overrides(&sets(&["model.hidden_size=big"]))
+            .unwrap_err();
+        assert!(
+            err.starts_with("--set: invalid type: string \"big\""),
+            "{err}"
+        );
+        let err = c
+            .with_overrides(&sets(&["train.batch_size=0"]))
+            .unwrap_err();
+        assert_eq!(err, "train.batch_size must be at least 1, got 0");
+        let err = c.with_overrides(&sets(&["model"])).unwrap_err();
+        assert!(err.contains("expected KEY=VALUE"), "{err}");
+        let err = c.with_overrides(&sets(&["model=1"])).unwrap_err();
+        assert!(err.contains("name a key inside the table"), "{err}");
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct TrainArgs {
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Override any config key for this run, e.g. `--set model.hidden_size=256
+    /// --set data.path=my.txt` (repeatable; the run directory saves the merged config).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Run directory [default: runs/<config name>, or runs/<name>-2, -3, ... if taken].
     #[arg(long)]
     pub artifacts: Option<PathBuf>,

@@ -74,7 +74,12 @@ fn default_run_dir(name: &str) -> PathBuf {
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let mut config = ExperimentConfig::load(&args.config)?;
+    let mut config = ExperimentConfig::load(&args.config)?
+        .with_overrides(&args.set)
+        .map_err(|reason| ember_train::TrainError::Config {
+            path: args.config.clone(),
+            reason,
+        })?;
     if let Some(epochs) = args.epochs {
         anyhow::ensure!(epochs > 0, "--epochs must be at least 1");
         config.train.epochs = epochs;

@@ -108,6 +108,25 @@ fn unknown_config_key_is_named() {
 }
 
 #[test]
+fn unknown_set_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), &names_file(), "");
+    let args = [
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "model.hiden_size=3",
+    ];
+    let out = ember(&args, dir.path());
+    assert_one_line_error(
+        &out,
+        &["tiny.toml", "--set model.hiden_size", "hidden_size"],
+    );
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
 fn missing_config_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = ember(&["train", "--config", "no-such.toml"], dir.path());
@@ -401,19 +420,24 @@ fn gru_and_rnn_bodies_train_and_eval() {
         let cfg = dir.path().join(format!("{run}.toml"));
         let bucket = run == "bucketed";
         let text = format!(
-            "name = \"{run}\"\n[data]\npath = {:?}\nbucket_by_length = {bucket}\n[model]\nembed_dim = 8\nhidden_size = 16\n\
+            "name = \"{run}\"\n[data]\npath = {:?}\n[model]\nembed_dim = 8\nhidden_size = 16\n\
              {model}[train]\nepochs = 1\nbatch_size = 32\nlearning_rate = 0.01\n",
             data.to_str().unwrap()
         );
         std::fs::write(&cfg, text).unwrap();
-        let args = [
+        let mut args = vec![
             "train",
             "--config",
             cfg.to_str().unwrap(),
             "--artifacts",
             run,
         ];
+        if bucket {
+            args.extend(["--set", "data.bucket_by_length=true"]);
+        }
         assert!(stdout(&ember(&args, dir.path())).contains("best checkpoint"));
+        let saved = std::fs::read_to_string(dir.path().join(run).join("config.toml")).unwrap();
+        assert_eq!(saved.contains("bucket_by_length = true"), bucket, "{saved}");
         let log = std::fs::read_to_string(dir.path().join(run).join("train.log")).unwrap();
         assert!(
             log.contains("with length bucketing") && log.contains("(bucketing is on)") == bucket,
