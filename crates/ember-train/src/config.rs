@@ -23,11 +23,25 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
 }
 
+/// What a data file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    /// One independent sample per line (names): `<s>` + characters + `</s>`.
+    #[default]
+    Lines,
+    /// One continuous text (a corpus), newlines included, cut into chunks of `seq_len`.
+    Text,
+}
+
 /// The `[data]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Text file with one sample per line, relative to the working directory.
+    /// What the file holds: `lines` (one sample per line) or `text` (a continuous corpus).
+    #[serde(default)]
+    pub kind: DataKind,
+    /// The data file, relative to the working directory.
     pub path: PathBuf,
     /// Share of the samples held out for validation.
     #[serde(default = "defaults::valid_fraction")]
@@ -36,6 +50,14 @@ pub struct DataConfig {
     /// still drawn in random order.
     #[serde(default)]
     pub bucket_by_length: bool,
+    /// Text only: characters per training chunk (the truncated-BPTT length).
+    #[serde(default = "defaults::seq_len")]
+    pub seq_len: usize,
+    /// Text only: carry the hidden state, detached, from each chunk to the next one of the same
+    /// stream (stateful truncated BPTT; `train.batch_size` parallel streams, reset at each
+    /// epoch). `false` trains on shuffled independent chunks from a zero state.
+    #[serde(default = "defaults::stateful")]
+    pub stateful: bool,
 }
 
 /// The `[model]` table of a character language model.
@@ -138,6 +160,12 @@ impl Default for TrainConfig {
 mod defaults {
     pub fn valid_fraction() -> f64 {
         0.1
+    }
+    pub fn seq_len() -> usize {
+        100
+    }
+    pub fn stateful() -> bool {
+        true
     }
     pub fn embed_dim() -> usize {
         32
@@ -251,8 +279,14 @@ impl ExperimentConfig {
                 self.data.valid_fraction
             ));
         }
+        if self.data.kind == DataKind::Text && self.data.bucket_by_length {
+            return Err(
+                "data.bucket_by_length applies to kind = \"lines\" only: text chunks all have seq_len characters".into(),
+            );
+        }
         let m = &self.model;
         for (key, v) in [
+            ("data.seq_len", self.data.seq_len),
             ("model.embed_dim", m.embed_dim),
             ("model.hidden_size", m.hidden_size),
             ("model.num_layers", m.num_layers),

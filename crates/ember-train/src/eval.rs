@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use ember_data::{read_lines, SplitIndices, TokenSequence};
+use ember_data::{random_chunks, read_lines, stream_chunks, SplitIndices, TokenSequence};
 
-use crate::run::{evaluate, prepare_data, SPLIT_FILE};
+use crate::config::DataKind;
+use crate::run::{evaluate, evaluate_streams, prepare_data, stream_count, SPLIT_FILE};
 use crate::sample::LoadedRun;
 use crate::TrainError;
 
@@ -18,13 +19,14 @@ pub enum EvalData {
     RunValidation,
 }
 
-/// The figures of one evaluation. Every token after `<s>` counts, `</s>` included, as in
-/// training.
+/// The figures of one evaluation. For line data every token after `<s>` counts, `</s>`
+/// included, as in training; a stateful text model reads the text as parallel streams with its
+/// state carried, as in validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalReport {
     /// What was evaluated, for messages.
     pub source: String,
-    /// Number of sequences.
+    /// Number of sequences (of parallel streams, for a stateful text model).
     pub sequences: usize,
     /// Number of predicted tokens.
     pub tokens: usize,
@@ -73,42 +75,93 @@ pub fn eval_run<B: Backend>(
             "--batch-size must be at least 1".into(),
         ));
     }
-    let (source, sequences) = match data {
-        EvalData::File(path) => (path.display().to_string(), read_file(run, path)?),
+    let config = &run.config;
+    let text = config.data.kind == DataKind::Text;
+    let (source, sequences, streams) = match data {
+        EvalData::File(path) if text => {
+            let ids = read_text(run, path)?;
+            let what = path.display().to_string();
+            let streams = if config.data.stateful {
+                let count = stream_count(batch_size, ids.len());
+                Some(stream_chunks(&ids, count, config.data.seq_len, &what)?)
+            } else {
+                None
+            };
+            (what, random_chunks(&ids, config.data.seq_len)?, streams)
+        }
+        EvalData::File(path) => (path.display().to_string(), read_file(run, path)?, None),
         EvalData::RunValidation => {
-            let prepared = prepare_data(&run.config)?;
+            let prepared = prepare_data(config)?;
             let saved = run.dir.join(SPLIT_FILE);
-            if saved.is_file() && SplitIndices::load(&saved)? != prepared.split {
-                return Err(TrainError::BadOption(format!(
-                    "{} has changed since training (its split differs from {}): pass --data FILE",
-                    run.config.data.path.display(),
-                    saved.display()
-                )));
+            if let Some(split) = &prepared.split {
+                if saved.is_file() && SplitIndices::load(&saved)? != *split {
+                    return Err(TrainError::BadOption(format!(
+                        "{} has changed since training (its split differs from {}): pass --data FILE",
+                        config.data.path.display(),
+                        saved.display()
+                    )));
+                }
             }
             if prepared.vocab != run.vocab {
                 return Err(TrainError::BadOption(format!(
                     "{} no longer has the characters the run was trained on: pass --data FILE",
-                    run.config.data.path.display()
+                    config.data.path.display()
                 )));
             }
-            let source = format!("validation split of {}", run.config.data.path.display());
-            (source, prepared.valid)
+            let source = format!("validation split of {}", config.data.path.display());
+            (source, prepared.valid, prepared.streams.map(|s| s.valid))
         }
     };
-    let tokens = sequences.iter().map(|s| s.tokens.len() - 1).sum();
-    let loss = evaluate(
-        &run.model,
-        &sequences,
-        run.vocab.pad_id(),
-        batch_size,
-        device,
-    );
+    let (loss, count, tokens) = match streams {
+        Some(chunks) => (
+            evaluate_streams(&run.model, &chunks, device),
+            chunks.first().map_or(0, |c| c.streams),
+            chunks.iter().map(|c| c.streams * c.steps).sum(),
+        ),
+        None => (
+            evaluate(
+                &run.model,
+                &sequences,
+                run.vocab.pad_id(),
+                batch_size,
+                device,
+            ),
+            sequences.len(),
+            sequences.iter().map(|s| s.tokens.len() - 1).sum(),
+        ),
+    };
     Ok(EvalReport {
         source,
-        sequences: sequences.len(),
+        sequences: count,
         tokens,
         loss,
     })
+}
+
+/// A text file encoded with the run's vocabulary; unknown characters are an error listing them.
+fn read_text<B: Backend>(run: &LoadedRun<B>, path: &Path) -> Result<Vec<usize>, TrainError> {
+    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+    let text = String::from_utf8(bytes).map_err(|e| ember_data::DataError::NotUtf8 {
+        path: path.to_owned(),
+        offset: e.utf8_error().valid_up_to(),
+    })?;
+    match run.vocab.encode(&text) {
+        Ok(ids) if ids.len() >= 2 => Ok(ids),
+        Ok(_) => Err(ember_data::DataError::Empty {
+            path: path.to_owned(),
+        }
+        .into()),
+        Err(ember_data::DataError::UnknownChars { chars }) => {
+            Err(ember_data::DataError::UnknownCharsInFile {
+                path: path.to_owned(),
+                chars,
+                samples: 1,
+                total: 1,
+            }
+            .into())
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 fn read_file<B: Backend>(

@@ -29,4 +29,4 @@ pub use config::ExperimentConfig;
 pub use error::TrainError;
 pub use eval::{eval_run, EvalData, EvalReport};
 pub use run::{train, TrainOptions, TrainSummary};
-pub use sample::{load_run, sample, LoadedRun, SampleOptions};
+pub use sample::{load_run, sample, sample_run, LoadedRun, SampleOptions};

@@ -1,17 +1,19 @@
-//! The trainable wrapper around ember-nn's [`CharLm`]: loss, training and validation steps.
+//! The trainable wrappers around ember-nn's [`CharLm`]: loss, training and validation steps,
+//! for independent sequences ([`LanguageModel`]) and for the parallel streams of stateful
+//! truncated BPTT ([`StreamLanguageModel`]).
 
 use burn::module::Module;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use ember_data::SequenceBatch;
-use ember_nn::{CharLm, CharLmConfig};
+use ember_data::{SequenceBatch, StreamBatch};
+use ember_nn::{CharLm, CharLmConfig, RecurrentState};
 
 use crate::config::ModelConfig;
 use crate::loss::masked_cross_entropy;
 use crate::output::TokenLossOutput;
-use crate::strategy::SaveModel;
+use crate::strategy::{CarryStep, SaveModel};
 
 /// The recorder of every ember checkpoint: named MessagePack, full precision (`.mpk`).
 pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
@@ -66,11 +68,119 @@ impl<B: Backend> InferenceStep for LanguageModel<B> {
     }
 }
 
+impl<B: AutodiffBackend> CarryStep<SequenceBatch<B>, TrainOutput<TokenLossOutput<B>>>
+    for LanguageModel<B>
+{
+    type Carry = ();
+
+    fn step_carry(
+        &self,
+        batch: SequenceBatch<B>,
+        _: Option<()>,
+    ) -> (TrainOutput<TokenLossOutput<B>>, Option<()>) {
+        (TrainStep::step(self, batch), None)
+    }
+}
+
+impl<B: Backend> CarryStep<SequenceBatch<B>, TokenLossOutput<B>> for LanguageModel<B> {
+    type Carry = ();
+
+    fn step_carry(
+        &self,
+        batch: SequenceBatch<B>,
+        _: Option<()>,
+    ) -> (TokenLossOutput<B>, Option<()>) {
+        (self.forward_loss(batch), None)
+    }
+}
+
 impl<B: Backend> SaveModel for LanguageModel<B> {
     fn save_model(&self, path: &std::path::Path) -> Result<(), String> {
-        self.lm
-            .clone()
-            .save_file(path, &recorder())
-            .map_err(|e| e.to_string())
+        save_char_lm(&self.lm, path)
+    }
+}
+
+fn save_char_lm<B: Backend>(lm: &CharLm<B>, path: &std::path::Path) -> Result<(), String> {
+    lm.clone()
+        .save_file(path, &recorder())
+        .map_err(|e| e.to_string())
+}
+
+/// A [`CharLm`] trained on parallel text streams with its state carried from each chunk to the
+/// next (stateful truncated BPTT).
+#[derive(Module, Debug)]
+pub struct StreamLanguageModel<B: Backend> {
+    /// The model that is saved and shipped.
+    pub lm: CharLm<B>,
+}
+
+impl<B: Backend> StreamLanguageModel<B> {
+    /// The mean cross-entropy of a chunk and the state after it; the state starts from zeros
+    /// at the first chunk of a pass, else from `state`.
+    pub fn forward_loss(
+        &self,
+        batch: StreamBatch<B>,
+        state: Option<RecurrentState<B>>,
+    ) -> (TokenLossOutput<B>, RecurrentState<B>) {
+        let state = if batch.first { None } else { state };
+        let b = batch.batch;
+        let tokens = b.num_tokens();
+        let (logits, state) = self.lm.forward(b.inputs, state);
+        let loss = masked_cross_entropy(logits, b.targets, b.mask);
+        (TokenLossOutput::new(loss, tokens), state)
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for StreamLanguageModel<B> {
+    type Input = StreamBatch<B>;
+    type Output = TokenLossOutput<B>;
+
+    /// A chunk from a zero state (the epoch loop carries state through [`CarryStep`]).
+    fn step(&self, batch: StreamBatch<B>) -> TrainOutput<TokenLossOutput<B>> {
+        <Self as CarryStep<_, TrainOutput<_>>>::step_carry(self, batch, None).0
+    }
+}
+
+impl<B: Backend> InferenceStep for StreamLanguageModel<B> {
+    type Input = StreamBatch<B>;
+    type Output = TokenLossOutput<B>;
+
+    fn step(&self, batch: StreamBatch<B>) -> TokenLossOutput<B> {
+        self.forward_loss(batch, None).0
+    }
+}
+
+impl<B: AutodiffBackend> CarryStep<StreamBatch<B>, TrainOutput<TokenLossOutput<B>>>
+    for StreamLanguageModel<B>
+{
+    type Carry = RecurrentState<B>;
+
+    fn step_carry(
+        &self,
+        batch: StreamBatch<B>,
+        carry: Option<RecurrentState<B>>,
+    ) -> (TrainOutput<TokenLossOutput<B>>, Option<RecurrentState<B>>) {
+        let (out, state) = self.forward_loss(batch, carry);
+        let grads = out.loss.backward();
+        (TrainOutput::new(self, grads, out), Some(state.detach()))
+    }
+}
+
+impl<B: Backend> CarryStep<StreamBatch<B>, TokenLossOutput<B>> for StreamLanguageModel<B> {
+    type Carry = RecurrentState<B>;
+
+    fn step_carry(
+        &self,
+        batch: StreamBatch<B>,
+        carry: Option<RecurrentState<B>>,
+    ) -> (TokenLossOutput<B>, Option<RecurrentState<B>>) {
+        let (out, state) = self.forward_loss(batch, carry);
+        (out, Some(state))
+    }
+}
+
+impl<B: Backend> SaveModel for StreamLanguageModel<B> {
+    fn save_model(&self, path: &std::path::Path) -> Result<(), String> {
+        save_char_lm(&self.lm, path)
     }
 }

@@ -3,28 +3,35 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::InMemDataset;
+use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::LearningRateMetric;
-use burn::train::{Learner, LearningResult, SupervisedTraining, TrainingStrategy};
+use burn::train::{
+    InferenceStep, Learner, LearningResult, SupervisedTraining, TrainOutput, TrainStep,
+    TrainingStrategy,
+};
 use ember_data::bucket::{bucketed_batches, BatchedDataset, FlattenBatcher};
 use ember_data::split::shuffled_split;
 use ember_data::{
-    read_lines, Fractions, PaddingReport, SequenceBatcher, SplitIndices, TokenSequence, Vocab,
+    random_chunks, read_lines, stream_chunks, Fractions, PaddingReport, SequenceBatcher,
+    SplitIndices, StreamBatcher, StreamChunk, TextCorpus, TokenSequence, Vocab,
 };
 
 use crate::checkpoint::{
     read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_CHECKPOINT, BEST_JSON,
     CHECKPOINT_DIR, METRICS_CSV,
 };
-use crate::config::{ExperimentConfig, OptimizerKind};
+use crate::config::{DataKind, ExperimentConfig, OptimizerKind};
 use crate::metrics::{TokenMetric, TokenMetricKind};
-use crate::model::{char_lm_config, LanguageModel};
+use crate::model::{char_lm_config, LanguageModel, StreamLanguageModel};
+use crate::output::TokenLossOutput;
 use crate::renderer::PlainRenderer;
 use crate::strategy::EpochLoop;
+use crate::strategy::{CarryStep, SaveModel};
 use crate::TrainError;
 
 /// File name of the config a run was trained with.
@@ -67,26 +74,70 @@ pub struct TrainSummary {
 pub struct PreparedData {
     /// The vocabulary of every character in the file.
     pub vocab: Vocab,
-    /// Training sequences.
+    /// Training sequences: lines, or a text's non-overlapping chunks.
     pub train: Vec<TokenSequence>,
-    /// Validation sequences.
+    /// Validation sequences: lines, or a text's non-overlapping chunks.
     pub valid: Vec<TokenSequence>,
-    /// Which lines went where, saved with the run.
-    pub split: SplitIndices,
+    /// For stateful text training: the parallel streams, chunk by chunk.
+    pub streams: Option<TextStreams>,
+    /// Which lines went where (lines only: a text is split by position), saved with the run.
+    pub split: Option<SplitIndices>,
+}
+
+/// A text cut into parallel streams for stateful truncated BPTT.
+#[derive(Debug, Clone)]
+pub struct TextStreams {
+    /// Training chunks, in order.
+    pub train: Vec<StreamChunk>,
+    /// Validation chunks, in order.
+    pub valid: Vec<StreamChunk>,
+}
+
+fn missing_as_config_error(e: ember_data::DataError) -> TrainError {
+    match e {
+        ember_data::DataError::NotFound { path } => TrainError::DataFileMissing(path),
+        other => other.into(),
+    }
+}
+
+/// Streams for a text part of `len` tokens: `batch_size` of them, fewer when the part is too
+/// short to give every stream two tokens.
+pub fn stream_count(batch_size: usize, len: usize) -> usize {
+    batch_size.min(len / 2).max(1)
 }
 
 /// Reads, encodes and splits the `[data]` of `config`.
 pub fn prepare_data(config: &ExperimentConfig) -> Result<PreparedData, TrainError> {
-    let lines = read_lines(&config.data.path).map_err(|e| match e {
-        ember_data::DataError::NotFound { path } => TrainError::DataFileMissing(path),
-        other => other.into(),
-    })?;
+    let what = config.data.path.display().to_string();
+    if config.data.kind == DataKind::Text {
+        let corpus = TextCorpus::read(&config.data.path).map_err(missing_as_config_error)?;
+        let parts = corpus.split(Fractions::valid(config.data.valid_fraction), &what)?;
+        let seq_len = config.data.seq_len;
+        let streams = if config.data.stateful {
+            let valid_what = format!("the validation part of {what}");
+            let train_streams = config.train.batch_size;
+            let valid_streams = stream_count(config.train.batch_size, parts.valid.len());
+            Some(TextStreams {
+                train: stream_chunks(&parts.train, train_streams, seq_len, &what)?,
+                valid: stream_chunks(&parts.valid, valid_streams, seq_len, &valid_what)?,
+            })
+        } else {
+            None
+        };
+        return Ok(PreparedData {
+            vocab: corpus.vocab,
+            train: random_chunks(&parts.train, seq_len)?,
+            valid: random_chunks(&parts.valid, seq_len)?,
+            streams,
+            split: None,
+        });
+    }
+    let lines = read_lines(&config.data.path).map_err(missing_as_config_error)?;
     let vocab = Vocab::from_texts(lines.iter().map(String::as_str));
     let sequences = lines
         .iter()
         .map(|l| vocab.encode_line(l).map(|tokens| TokenSequence { tokens }))
         .collect::<Result<Vec<_>, _>>()?;
-    let what = config.data.path.display().to_string();
     let indices = shuffled_split(
         sequences.len(),
         Fractions::valid(config.data.valid_fraction),
@@ -98,7 +149,8 @@ pub fn prepare_data(config: &ExperimentConfig) -> Result<PreparedData, TrainErro
         vocab,
         train: split.train,
         valid: split.valid,
-        split: indices,
+        streams: None,
+        split: Some(indices),
     })
 }
 
@@ -135,8 +187,10 @@ pub fn ensure_free(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
 fn prepare_dir(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
     ensure_free(dir, overwrite)?;
     if dir.join(BEST_CHECKPOINT).exists() {
-        for f in [BEST_CHECKPOINT, BEST_JSON, METRICS_CSV] {
-            std::fs::remove_file(dir.join(f)).map_err(TrainError::io(dir.join(f)))?;
+        for f in [BEST_CHECKPOINT, BEST_JSON, METRICS_CSV, SPLIT_FILE] {
+            if dir.join(f).exists() {
+                std::fs::remove_file(dir.join(f)).map_err(TrainError::io(dir.join(f)))?;
+            }
         }
         for d in [CHECKPOINT_DIR, LOG_DIR] {
             if dir.join(d).exists() {
@@ -164,18 +218,22 @@ pub fn train<B: AutodiffBackend>(
     std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
         .map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
     data.vocab.save(&dir.join(VOCAB_FILE))?;
-    data.split.save(&dir.join(SPLIT_FILE))?;
+    if let Some(split) = &data.split {
+        split.save(&dir.join(SPLIT_FILE))?;
+    }
     let lengths: Vec<usize> = data.train.iter().map(|s| s.tokens.len() - 1).collect();
-    tracing::info!(
-        "batches of {}: {}{}",
-        config.train.batch_size,
-        PaddingReport::measure(&lengths, config.train.batch_size, config.train.seed),
-        if config.data.bucket_by_length {
-            " (bucketing is on)"
-        } else {
-            " (set data.bucket_by_length = true to bucket)"
-        }
-    );
+    if config.data.kind == DataKind::Lines {
+        tracing::info!(
+            "batches of {}: {}{}",
+            config.train.batch_size,
+            PaddingReport::measure(&lengths, config.train.batch_size, config.train.seed),
+            if config.data.bucket_by_length {
+                " (bucketing is on)"
+            } else {
+                " (set data.bucket_by_length = true to bucket)"
+            }
+        );
+    }
     let unigram = unigram_loss(data.vocab.len(), &data.train, &data.valid);
     tracing::info!(
         "{} training and {} validation sequences, vocabulary of {} tokens; unigram baseline {:.4}",
@@ -186,26 +244,44 @@ pub fn train<B: AutodiffBackend>(
     );
 
     B::seed(&device, config.train.seed);
-    let model = LanguageModel {
-        lm: model_config.init::<B>(&device)?,
-    };
-    let clip = (config.train.grad_clip > 0.0)
-        .then_some(GradientClippingConfig::Norm(config.train.grad_clip as f32));
-    let outcome = match config.train.optimizer {
-        OptimizerKind::Adam => {
-            let optim = AdamConfig::new()
-                .with_epsilon(1e-8)
-                .with_grad_clipping(clip)
-                .init();
-            fit(config, options, device, model, optim, data)?
+    let lm = model_config.init::<B>(&device)?;
+    let outcome = match data.streams {
+        Some(streams) => {
+            tracing::info!(
+                "stateful truncated BPTT: {} streams, {} training chunks of up to {} steps per epoch",
+                config.train.batch_size,
+                streams.train.len(),
+                config.data.seq_len
+            );
+            let loader_train = DataLoaderBuilder::new(StreamBatcher)
+                .batch_size(1)
+                .build(InMemDataset::new(streams.train));
+            let loader_valid = DataLoaderBuilder::new(StreamBatcher)
+                .batch_size(1)
+                .build(InMemDataset::new(streams.valid));
+            let model = StreamLanguageModel { lm };
+            fit(config, options, device, model, loader_train, loader_valid)?
         }
-        OptimizerKind::Adamw => {
-            let optim = AdamWConfig::new()
-                .with_epsilon(1e-8)
-                .with_weight_decay(1e-2)
-                .with_grad_clipping(clip)
-                .init();
-            fit(config, options, device, model, optim, data)?
+        None => {
+            let batcher = SequenceBatcher::new(data.vocab.pad_id());
+            let loader_train = if config.data.bucket_by_length {
+                let batches =
+                    bucketed_batches(&lengths, config.train.batch_size, config.train.seed);
+                DataLoaderBuilder::new(FlattenBatcher::new(batcher.clone()))
+                    .batch_size(1)
+                    .shuffle(config.train.seed)
+                    .build(BatchedDataset::new(&data.train, &batches))
+            } else {
+                DataLoaderBuilder::new(batcher.clone())
+                    .batch_size(config.train.batch_size)
+                    .shuffle(config.train.seed)
+                    .build(InMemDataset::new(data.train))
+            };
+            let loader_valid = DataLoaderBuilder::new(batcher)
+                .batch_size(config.train.batch_size)
+                .build(InMemDataset::new(data.valid));
+            let model = LanguageModel { lm };
+            fit(config, options, device, model, loader_train, loader_valid)?
         }
     };
     let best = read_best(dir)?;
@@ -218,36 +294,78 @@ pub fn train<B: AutodiffBackend>(
     })
 }
 
-fn fit<B, O>(
+/// The loader of a model's training batches.
+type TrainBatches<B, M> = Arc<dyn DataLoader<B, <M as TrainStep>::Input>>;
+/// The loader of a model's validation batches.
+type ValidBatches<B, M> = Arc<
+    dyn DataLoader<
+        <B as AutodiffBackend>::InnerBackend,
+        <<M as AutodiffModule<B>>::InnerModule as InferenceStep>::Input,
+    >,
+>;
+
+/// Trains `model` with the config's optimiser.
+fn fit<B, M>(
     config: &ExperimentConfig,
     options: &TrainOptions,
     device: B::Device,
-    model: LanguageModel<B>,
-    optim: O,
-    data: PreparedData,
+    model: M,
+    loader_train: TrainBatches<B, M>,
+    loader_valid: ValidBatches<B, M>,
 ) -> Result<(Vec<EpochRecord>, bool), TrainError>
 where
     B: AutodiffBackend,
-    O: Optimizer<LanguageModel<B>, B> + 'static,
+    M: TrainStep<Output = TokenLossOutput<B>>
+        + AutodiffModule<B>
+        + std::fmt::Display
+        + SaveModel
+        + CarryStep<<M as TrainStep>::Input, TrainOutput<TokenLossOutput<B>>>
+        + 'static,
+    M::InnerModule: InferenceStep<Output = TokenLossOutput<B::InnerBackend>>
+        + CarryStep<<M::InnerModule as InferenceStep>::Input, TokenLossOutput<B::InnerBackend>>,
 {
-    let batcher = SequenceBatcher::new(data.vocab.pad_id());
-    let loader_train = if config.data.bucket_by_length {
-        let lengths: Vec<usize> = data.train.iter().map(|s| s.tokens.len() - 1).collect();
-        let batches = bucketed_batches(&lengths, config.train.batch_size, config.train.seed);
-        DataLoaderBuilder::new(FlattenBatcher::new(batcher.clone()))
-            .batch_size(1)
-            .shuffle(config.train.seed)
-            .build(BatchedDataset::new(&data.train, &batches))
-    } else {
-        DataLoaderBuilder::new(batcher.clone())
-            .batch_size(config.train.batch_size)
-            .shuffle(config.train.seed)
-            .build(InMemDataset::new(data.train))
-    };
-    let loader_valid = DataLoaderBuilder::new(batcher)
-        .batch_size(config.train.batch_size)
-        .build(InMemDataset::new(data.valid));
+    let clip = (config.train.grad_clip > 0.0)
+        .then_some(GradientClippingConfig::Norm(config.train.grad_clip as f32));
+    let loaders = (loader_train, loader_valid);
+    match config.train.optimizer {
+        OptimizerKind::Adam => {
+            let optim = AdamConfig::new()
+                .with_epsilon(1e-8)
+                .with_grad_clipping(clip)
+                .init();
+            launch(config, options, device, model, optim, loaders)
+        }
+        OptimizerKind::Adamw => {
+            let optim = AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(1e-2)
+                .with_grad_clipping(clip)
+                .init();
+            launch(config, options, device, model, optim, loaders)
+        }
+    }
+}
 
+fn launch<B, M, O>(
+    config: &ExperimentConfig,
+    options: &TrainOptions,
+    device: B::Device,
+    model: M,
+    optim: O,
+    (loader_train, loader_valid): (TrainBatches<B, M>, ValidBatches<B, M>),
+) -> Result<(Vec<EpochRecord>, bool), TrainError>
+where
+    B: AutodiffBackend,
+    M: TrainStep<Output = TokenLossOutput<B>>
+        + AutodiffModule<B>
+        + std::fmt::Display
+        + SaveModel
+        + CarryStep<<M as TrainStep>::Input, TrainOutput<TokenLossOutput<B>>>
+        + 'static,
+    M::InnerModule: InferenceStep<Output = TokenLossOutput<B::InnerBackend>>
+        + CarryStep<<M::InnerModule as InferenceStep>::Input, TokenLossOutput<B::InnerBackend>>,
+    O: Optimizer<M, B> + 'static,
+{
     let keeper = CheckpointKeeper::new(&options.artifacts, config.train.keep_last);
     let patience = (config.train.patience > 0).then_some(config.train.patience);
     let strategy = Arc::new(EpochLoop::<B>::new(device, keeper, patience));
@@ -274,6 +392,26 @@ where
         Some(e) => Err(e),
         None => Ok((outcome.epochs, outcome.stopped_early)),
     }
+}
+
+/// Mean NLL per token (nats) of `model` over stream chunks in order, carrying the state from
+/// each chunk to the next (the way a stateful text model is validated).
+pub fn evaluate_streams<B: burn::prelude::Backend>(
+    model: &ember_nn::CharLm<B>,
+    chunks: &[StreamChunk],
+    device: &B::Device,
+) -> f64 {
+    use burn::data::dataloader::batcher::Batcher;
+    let wrapper = StreamLanguageModel { lm: model.clone() };
+    let mut acc = crate::output::LossAccumulator::default();
+    let mut state = None;
+    for chunk in chunks {
+        let batch = StreamBatcher.batch(vec![chunk.clone()], device);
+        let (mut out, next) = wrapper.forward_loss(batch, state.take());
+        state = Some(next);
+        acc.add(out.mean_nll(), out.tokens);
+    }
+    acc.mean()
 }
 
 /// Mean NLL per valid token (nats) of `model` on `data`, in batches of `batch_size`.

@@ -100,6 +100,22 @@ pub struct SampleOptions {
     pub seed: u64,
     /// Maximum characters generated after the prefix.
     pub max_len: usize,
+    /// The model was trained on continuous text (no `<s>`/`</s>`): start from the prefix (a
+    /// newline when it is empty) and generate exactly `max_len` characters.
+    pub continuous: bool,
+}
+
+/// [`sample`] from a loaded run, in the mode its data implies (lines or continuous text).
+pub fn sample_run<B: Backend>(
+    run: &LoadedRun<B>,
+    options: &SampleOptions,
+    device: &B::Device,
+) -> Result<Vec<String>, TrainError> {
+    let options = SampleOptions {
+        continuous: run.config.data.kind == crate::config::DataKind::Text,
+        ..options.clone()
+    };
+    sample(&run.model, &run.vocab, &options, device)
 }
 
 /// Generates `options.n` sequences from `<s>` + the prefix until `</s>` (or `max_len`).
@@ -120,8 +136,19 @@ pub fn sample<B: Backend>(
     }
     let n = options.n;
     let prefix = vocab.encode(&options.prefix)?;
-    let mut start = vec![vocab.bos_id()];
-    start.extend(&prefix);
+    let start = if !options.continuous {
+        [vec![vocab.bos_id()], prefix.clone()].concat()
+    } else if !prefix.is_empty() {
+        prefix.clone()
+    } else {
+        vec![
+            vocab.encode("\n").map_err(|_| {
+                TrainError::BadOption(
+                    "this text model needs --prefix: its text has no newline to start from".into(),
+                )
+            })?[0],
+        ]
+    };
     let tokens: Vec<i64> = (0..n)
         .flat_map(|_| start.iter().map(|&t| t as i64))
         .collect();
@@ -143,7 +170,13 @@ pub fn sample<B: Backend>(
             let id = if done[i] {
                 vocab.eos_id()
             } else {
-                draw(row, options.temperature, vocab, &mut rng)
+                draw(
+                    row,
+                    options.temperature,
+                    vocab,
+                    options.continuous,
+                    &mut rng,
+                )
             };
             if id == vocab.eos_id() {
                 done[i] = true;
@@ -161,9 +194,18 @@ pub fn sample<B: Backend>(
     Ok(generated.iter().map(|ids| vocab.decode(ids)).collect())
 }
 
-/// Draws a token from `softmax(logits / temperature)`, never `<pad>` or `<s>`.
-fn draw(logits: &[f32], temperature: f64, vocab: &Vocab, rng: &mut StdRng) -> usize {
-    let allowed = |id: usize| id != vocab.pad_id() && id != vocab.bos_id();
+/// Draws a token from `softmax(logits / temperature)`, never `<pad>` or `<s>` (nor `</s>` for
+/// continuous text).
+fn draw(
+    logits: &[f32],
+    temperature: f64,
+    vocab: &Vocab,
+    continuous: bool,
+    rng: &mut StdRng,
+) -> usize {
+    let allowed = |id: usize| {
+        id != vocab.pad_id() && id != vocab.bos_id() && !(continuous && id == vocab.eos_id())
+    };
     let max = logits
         .iter()
         .enumerate()

@@ -4,6 +4,7 @@
 //! burn-train's own checkpointer decides on metrics that its loggers may not have finished
 //! writing (a race that can pick the wrong epoch), and names files only by epoch. This loop
 //! computes the validation loss itself from every batch and hands it to [`CheckpointKeeper`].
+//! It also carries recurrent state across batches for models that want it ([`CarryStep`]).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -13,8 +14,8 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{
     EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningComponentsTypes,
-    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainStep,
-    TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
+    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainOutput,
+    TrainStep, TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
 };
 
 use crate::checkpoint::{CheckpointKeeper, EpochRecord};
@@ -25,6 +26,21 @@ use crate::TrainError;
 pub trait SaveModel {
     /// Writes the weights to `path` (a `.mpk` file).
     fn save_model(&self, path: &std::path::Path) -> Result<(), String>;
+}
+
+/// One step of a model that may carry recurrent state from one batch to the next (stateful
+/// truncated BPTT). Stateless models ignore `carry` and return `None`.
+///
+/// burn-train's `TrainStep::step(&self, batch)` has no way to pass state between batches, so
+/// the epoch loop calls this instead; it starts each pass (training and validation) with
+/// `None`.
+pub trait CarryStep<I, O> {
+    /// The state carried between batches.
+    type Carry;
+
+    /// Runs `input` from `carry` (zeros when `None`) and returns the output and the state for
+    /// the next batch, cut from the autodiff graph.
+    fn step_carry(&self, input: I, carry: Option<Self::Carry>) -> (O, Option<Self::Carry>);
 }
 
 /// What the epoch loop leaves behind once `launch` returns.
@@ -95,8 +111,14 @@ type InnerBackend<LC> = <<LC as LearningComponentsTypes>::Backend as AutodiffBac
 impl<LC> SupervisedLearningStrategy<LC> for EpochLoop<LC::Backend>
 where
     LC: LearningComponentsTypes,
-    LC::TrainingModel: TrainStep<Output = TokenLossOutput<LC::Backend>> + SaveModel,
-    LC::InferenceModel: InferenceStep<Output = TokenLossOutput<InnerBackend<LC>>>,
+    LC::TrainingModel: TrainStep<Output = TokenLossOutput<LC::Backend>>
+        + SaveModel
+        + CarryStep<
+            <LC::TrainingModel as TrainStep>::Input,
+            TrainOutput<TokenLossOutput<LC::Backend>>,
+        >,
+    LC::InferenceModel: InferenceStep<Output = TokenLossOutput<InnerBackend<LC>>>
+        + CarryStep<<LC::InferenceModel as InferenceStep>::Input, TokenLossOutput<InnerBackend<LC>>>,
 {
     fn fit(
         &self,
@@ -120,11 +142,13 @@ where
             let mut train = LossAccumulator::default();
             let mut batches = loader_train.iter();
             let mut iteration = 0;
+            let mut carry = None;
             while let Some(batch) = batches.next() {
                 iteration += 1;
                 learner.lr_step();
                 let progress = batches.progress();
-                let mut out = learner.train_step(batch);
+                let (mut out, next) = learner.model().step_carry(batch, carry.take());
+                carry = next;
                 let loss = out.item.mean_nll();
                 if !loss.is_finite() {
                     let err = self.non_finite("train", loss, epoch, iteration);
@@ -154,10 +178,12 @@ where
             let mut valid = LossAccumulator::default();
             let mut batches = loader_valid.iter();
             let mut iteration = 0;
+            let mut carry = None;
             while let Some(batch) = batches.next() {
                 iteration += 1;
                 let progress = batches.progress();
-                let mut out = model.step(batch);
+                let (mut out, next) = model.step_carry(batch, carry.take());
+                carry = next;
                 let loss = out.mean_nll();
                 if !loss.is_finite() {
                     let err = self.non_finite("valid", loss, epoch, iteration);

@@ -92,7 +92,7 @@ pub struct EvalArgs {
     /// Text file to evaluate, one sample per line [default: the run's validation split].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Sequences per batch.
+    /// Sequences per batch (for a stateful text model: parallel streams, state carried).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Compute backend.

@@ -154,6 +154,7 @@ fn sample(args: SampleArgs) -> anyhow::Result<()> {
         prefix: args.prefix.clone(),
         seed: args.seed,
         max_len: args.max_len,
+        continuous: false,
     };
     let lines = match args.backend {
         BackendKind::Ndarray => sample_on::<NdArray>(&args.run, &options, NdArrayDevice::Cpu)?,
@@ -162,9 +163,13 @@ fn sample(args: SampleArgs) -> anyhow::Result<()> {
             sample_on::<Wgpu>(&args.run, &options, WgpuDevice::default())?
         }
     };
-    for line in lines {
-        println!("{line}");
-    }
+    // Samples of a text model span lines: set them apart.
+    let separator = if lines.iter().any(|l| l.contains('\n')) {
+        "\n----\n"
+    } else {
+        "\n"
+    };
+    println!("{}", lines.join(separator));
     Ok(())
 }
 
@@ -174,12 +179,7 @@ fn sample_on<B: Backend>(
     device: B::Device,
 ) -> anyhow::Result<Vec<String>> {
     let loaded = ember_train::load_run::<B>(run, &device)?;
-    Ok(ember_train::sample(
-        &loaded.model,
-        &loaded.vocab,
-        options,
-        &device,
-    )?)
+    Ok(ember_train::sample_run(&loaded, options, &device)?)
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {

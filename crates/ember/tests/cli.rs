@@ -454,3 +454,73 @@ fn gru_and_rnn_bodies_train_and_eval() {
     let out = ember(&["sample", "--run", "gru"], dir.path());
     assert_one_line_error(&out, &["holds a gru model", "model.kind = \"lstm\""]);
 }
+
+/// A continuous-text model: stateful training, a prime that the samples continue, evaluation
+/// of another text with the state carried, and a text with an unknown character.
+#[test]
+fn text_model_trains_samples_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/tinyshakespeare.txt"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("text.txt"), &text[..12_000]).unwrap();
+    std::fs::write(dir.path().join("other.txt"), &text[20_000..23_000]).unwrap();
+    std::fs::write(dir.path().join("odd.txt"), "ROMEO: ¿qué?\n").unwrap();
+    let cfg = dir.path().join("text.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"text\"\n[data]\nkind = \"text\"\npath = \"text.txt\"\nseq_len = 30\n\
+         [model]\nembed_dim = 8\nhidden_size = 16\n[train]\nepochs = 1\nbatch_size = 8\n",
+    )
+    .unwrap();
+    let args = ["train", "--config", "text.toml", "--artifacts", "run"];
+    assert!(stdout(&ember(&args, dir.path())).contains("best checkpoint"));
+    assert!(!dir.path().join("run/split.json").exists());
+    let args = [
+        "sample",
+        "--run",
+        "run",
+        "--n",
+        "2",
+        "--prefix",
+        "First",
+        "--max-len",
+        "30",
+    ];
+    let out = stdout(&ember(&args, dir.path()));
+    let samples: Vec<&str> = out.trim_end_matches('\n').split("\n----\n").collect();
+    assert_eq!(samples.len(), 2, "{out}");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.starts_with("First") && s.chars().count() == 35),
+        "{out:?}"
+    );
+    let out = stdout(&ember(
+        &[
+            "eval",
+            "--run",
+            "run",
+            "--data",
+            "other.txt",
+            "--batch-size",
+            "8",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        out.starts_with("other.txt: 8 sequences, 2992 tokens"),
+        "{out}"
+    );
+    let out = ember(&["eval", "--run", "run", "--data", "odd.txt"], dir.path());
+    assert_one_line_error(&out, &["odd.txt", "'¿'"]);
+    let bad = [
+        "train",
+        "--config",
+        "text.toml",
+        "--set",
+        "data.bucket_by_length=true",
+    ];
+    assert_one_line_error(&ember(&bad, dir.path()), &["bucket_by_length", "lines"]);
+}
