@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     // Run from the workspace root, so relative paths in configs resolve the same everywhere.
-    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    cmd.current_dir(root());
     cmd
 }
 
@@ -108,8 +108,13 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
     status(c)
 }
 
+/// The workspace root. `cargo run` sets `CARGO_MANIFEST_DIR` for the process; it is read at run
+/// time because a binary in a target directory shared by several clones may have been built
+/// from another clone.
 fn root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest_dir).join("..")
 }
 
 /// The value of `"key":` in a one-line JSON object.

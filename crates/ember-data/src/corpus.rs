@@ -226,6 +226,25 @@ mod tests {
     }
 
     #[test]
+    fn bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = TextCorpus::read(&dir.path().join("none.txt")).unwrap_err();
+        assert!(missing.to_string().starts_with(&format!(
+            "{} not found",
+            dir.path().join("none.txt").display()
+        )));
+        std::fs::write(dir.path().join("blank.txt"), " \n\n").unwrap();
+        let empty = TextCorpus::read(&dir.path().join("blank.txt")).unwrap_err();
+        assert!(matches!(empty, DataError::Empty { .. }), "{empty}");
+        std::fs::write(dir.path().join("latin1.txt"), b"caf\xe9").unwrap();
+        let bytes = TextCorpus::read(&dir.path().join("latin1.txt")).unwrap_err();
+        assert!(
+            matches!(bytes, DataError::NotUtf8 { offset: 3, .. }),
+            "{bytes}"
+        );
+    }
+
+    #[test]
     fn random_chunks_cover_every_target_once() {
         let ids: Vec<usize> = (0..11).collect();
         let chunks = random_chunks(&ids, 4).unwrap();

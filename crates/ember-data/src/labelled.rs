@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{int_tensor, length_mask, pad_rows};
-use crate::{read_lines, DataError, Vocab};
+use crate::{json_file, read_lines, DataError, Vocab};
 
 /// The format tag of a class list file.
 pub const CLASSES_FORMAT: &str = "ember-classes/1";
@@ -56,24 +56,12 @@ impl ClassVocab {
 
     /// Writes the class list as JSON.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        let json = serde_json::to_string_pretty(self).expect("a class list serialises");
-        std::fs::write(path, json).map_err(|e| DataError::reading(path, e))
+        json_file::save(self, path)
     }
 
     /// Reads a class list written by [`Self::save`].
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::reading(path, e))?;
-        let classes: Self = serde_json::from_str(&text).map_err(|e| DataError::BadFile {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        if classes.format != CLASSES_FORMAT {
-            return Err(DataError::BadFile {
-                path: path.to_owned(),
-                reason: format!("format {:?}, expected {CLASSES_FORMAT:?}", classes.format),
-            });
-        }
-        Ok(classes)
+        json_file::load(path, CLASSES_FORMAT, |c: &Self| &c.format)
     }
 }
 

@@ -233,14 +233,7 @@ pub fn last_step_windows(
     window: usize,
     what: &str,
 ) -> Result<Vec<Window>, DataError> {
-    check_window(values.len(), window, what)?;
-    Ok((0..values.len() - window)
-        .map(|i| Window {
-            input: values[i..i + window].to_vec(),
-            target: vec![values[i + window]],
-            first: true,
-        })
-        .collect())
+    sliding_windows(values, window, what, |i| vec![values[i + window]])
 }
 
 /// Every `(x[i..i+window], x[i+1..i+window+1])`: predict each next value (seq2seq).
@@ -249,11 +242,23 @@ pub fn shifted_windows(
     window: usize,
     what: &str,
 ) -> Result<Vec<Window>, DataError> {
+    sliding_windows(values, window, what, |i| {
+        values[i + 1..i + window + 1].to_vec()
+    })
+}
+
+/// Every window `x[i..i+window]` that leaves a value after it, with `target(i)`.
+fn sliding_windows(
+    values: &[f32],
+    window: usize,
+    what: &str,
+    target: impl Fn(usize) -> Vec<f32>,
+) -> Result<Vec<Window>, DataError> {
     check_window(values.len(), window, what)?;
     Ok((0..values.len() - window)
         .map(|i| Window {
             input: values[i..i + window].to_vec(),
-            target: values[i + 1..i + window + 1].to_vec(),
+            target: target(i),
             first: true,
         })
         .collect())
@@ -306,8 +311,9 @@ pub fn consecutive_batches(sequences: Vec<Vec<Window>>, batch_size: usize) -> Ve
 pub struct SeriesBatch<B: Backend> {
     /// Inputs `[batch, steps, 1]`, zero-padded.
     pub inputs: Tensor<B, 3>,
-    /// Targets `[batch, target_steps, 1]`, zero-padded (`target_steps` is 1 for last-step
-    /// regression).
+    /// Targets `[batch, target_steps, 1]` (`target_steps` is 1 for last-step regression),
+    /// padded with NaN, which no real value equals: a loss that forgets the mask turns NaN and
+    /// stops the run instead of learning from padding.
     pub targets: Tensor<B, 3>,
     /// `[batch, target_steps]`, true at real targets.
     pub mask: Tensor<B, 2, Bool>,
@@ -335,7 +341,7 @@ impl<B: Backend> Batcher<B, Window, SeriesBatch<B>> for SeriesBatcher {
         };
         SeriesBatch {
             inputs: float(pad_rows(&inputs, steps, 0.0), steps),
-            targets: float(pad_rows(&targets, target_steps, 0.0), target_steps),
+            targets: float(pad_rows(&targets, target_steps, f32::NAN), target_steps),
             mask: length_mask(&target_lengths, target_steps, device),
             lengths,
             first: items.iter().any(|w| w.first),
@@ -379,6 +385,23 @@ mod tests {
             [2, 2, 2, 1, 1, 1]
         );
         assert!(batches[0][0].first && !batches[1][1].first);
+    }
+
+    #[test]
+    fn padded_targets_are_nan_and_masked() {
+        use burn::backend::NdArray;
+        let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let windows = consecutive_windows(&x, 3, "x").unwrap();
+        let batch: SeriesBatch<NdArray> = SeriesBatcher.batch(
+            vec![windows[0].clone(), windows[2].clone()],
+            &Default::default(),
+        );
+        let targets: Vec<f32> = batch.targets.into_data().iter::<f32>().collect();
+        let mask: Vec<bool> = batch.mask.into_data().iter::<bool>().collect();
+        assert_eq!(mask, [true, true, true, true, false, false]);
+        assert_eq!(&targets[..4], [1.0, 2.0, 3.0, 7.0]);
+        assert!(targets[4].is_nan() && targets[5].is_nan());
+        assert_eq!(batch.lengths, [3, 1]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::DataError;
+use crate::{json_file, DataError};
 
 /// The format tag of a saved split.
 pub const SPLIT_FORMAT: &str = "ember-split/1";
@@ -73,24 +73,12 @@ impl SplitIndices {
 
     /// Writes the split as JSON.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        let json = serde_json::to_string(self).expect("a split serialises");
-        std::fs::write(path, json).map_err(|e| DataError::reading(path, e))
+        json_file::save(self, path)
     }
 
     /// Reads a split written by [`Self::save`].
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::reading(path, e))?;
-        let split: Self = serde_json::from_str(&text).map_err(|e| DataError::BadFile {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        if split.format != SPLIT_FORMAT {
-            return Err(DataError::BadFile {
-                path: path.to_owned(),
-                reason: format!("format {:?}, expected {SPLIT_FORMAT:?}", split.format),
-            });
-        }
-        Ok(split)
+        json_file::load(path, SPLIT_FORMAT, |s: &Self| &s.format)
     }
 }
 

@@ -235,10 +235,19 @@ pub fn train<B: AutodiffBackend>(
         );
     }
     let unigram = unigram_loss(data.vocab.len(), &data.train, &data.valid);
+    let text = config.data.kind == DataKind::Text;
+    let unit = if text { "characters" } else { "sequences" };
+    let count = |s: &[TokenSequence]| {
+        if text {
+            s.iter().map(|c| c.tokens.len() - 1).sum()
+        } else {
+            s.len()
+        }
+    };
     tracing::info!(
-        "{} training and {} validation sequences, vocabulary of {} tokens; unigram baseline {:.4}",
-        data.train.len(),
-        data.valid.len(),
+        "{} training and {} validation {unit}, vocabulary of {} tokens; unigram baseline {:.4}",
+        count(&data.train),
+        count(&data.valid),
         data.vocab.len(),
         unigram
     );
