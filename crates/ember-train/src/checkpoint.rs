@@ -46,6 +46,9 @@ pub struct EpochRecord {
     pub best: bool,
     /// Wall time of the epoch, training and validation, in seconds.
     pub seconds: f64,
+    /// Training throughput: valid tokens per second of the training pass (forward, backward and
+    /// optimiser step).
+    pub train_tokens_per_second: f64,
 }
 
 impl EpochRecord {
@@ -59,6 +62,7 @@ impl EpochRecord {
             valid_bits_per_char: valid_loss / std::f64::consts::LN_2,
             best: false,
             seconds,
+            train_tokens_per_second: 0.0,
         }
     }
 }

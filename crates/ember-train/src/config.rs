@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use ember_nn::{CellKind, Nonlinearity};
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::ScheduleKind;
 use crate::TrainError;
 
 /// A whole experiment: what data, which model, how to train.
@@ -110,6 +111,8 @@ pub enum OptimizerKind {
     Adam,
     /// AdamW with PyTorch's default weight decay 0.01.
     Adamw,
+    /// SGD with `train.momentum` (PyTorch's `SGD(momentum=m)`, no dampening).
+    Sgd,
 }
 
 /// The `[train]` table.
@@ -125,9 +128,27 @@ pub struct TrainConfig {
     /// The optimiser.
     #[serde(default)]
     pub optimizer: OptimizerKind,
-    /// Learning rate.
+    /// Peak learning rate.
     #[serde(default = "defaults::learning_rate")]
     pub learning_rate: f64,
+    /// Momentum of SGD (ignored by Adam and AdamW).
+    #[serde(default = "defaults::momentum")]
+    pub momentum: f64,
+    /// How the learning rate moves: `constant`, `cosine`, `step` or `exponential`.
+    #[serde(default)]
+    pub schedule: ScheduleKind,
+    /// Optimiser steps of linear warm-up to `learning_rate` (0: none).
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Floor of the cosine schedule.
+    #[serde(default)]
+    pub min_learning_rate: f64,
+    /// Decay factor of the step and exponential schedules, in (0, 1].
+    #[serde(default = "defaults::gamma")]
+    pub gamma: f64,
+    /// Epochs between decays of the step schedule.
+    #[serde(default = "defaults::step_epochs")]
+    pub step_epochs: usize,
     /// Clip each parameter's gradient to this L2 norm; 0 disables clipping.
     #[serde(default = "defaults::grad_clip")]
     pub grad_clip: f64,
@@ -149,6 +170,12 @@ impl Default for TrainConfig {
             batch_size: defaults::batch_size(),
             optimizer: OptimizerKind::default(),
             learning_rate: defaults::learning_rate(),
+            momentum: defaults::momentum(),
+            schedule: ScheduleKind::default(),
+            warmup_steps: 0,
+            min_learning_rate: 0.0,
+            gamma: defaults::gamma(),
+            step_epochs: defaults::step_epochs(),
             grad_clip: defaults::grad_clip(),
             seed: defaults::seed(),
             keep_last: defaults::keep_last(),
@@ -184,6 +211,15 @@ mod defaults {
     }
     pub fn learning_rate() -> f64 {
         3e-3
+    }
+    pub fn momentum() -> f64 {
+        0.9
+    }
+    pub fn gamma() -> f64 {
+        0.5
+    }
+    pub fn step_epochs() -> usize {
+        1
     }
     pub fn grad_clip() -> f64 {
         1.0
@@ -327,6 +363,25 @@ impl ExperimentConfig {
                 self.train.learning_rate
             ));
         }
+        let t = &self.train;
+        if !(0.0..1.0).contains(&t.momentum) {
+            return Err(format!(
+                "train.momentum must be in [0, 1), got {}",
+                t.momentum
+            ));
+        }
+        if !(t.gamma > 0.0 && t.gamma <= 1.0) {
+            return Err(format!("train.gamma must be in (0, 1], got {}", t.gamma));
+        }
+        if t.step_epochs == 0 {
+            return Err("train.step_epochs must be at least 1, got 0".into());
+        }
+        if !(t.min_learning_rate >= 0.0 && t.min_learning_rate < t.learning_rate) {
+            return Err(format!(
+                "train.min_learning_rate must be in [0, train.learning_rate), got {}",
+                t.min_learning_rate
+            ));
+        }
         if !(self.train.grad_clip >= 0.0 && self.train.grad_clip.is_finite()) {
             return Err(format!(
                 "train.grad_clip must be >= 0 (0 disables it), got {}",
@@ -451,6 +506,16 @@ mod tests {
         assert!(
             err.starts_with("model.nonlinearity applies to kind = \"rnn\""),
             "{err}"
+        );
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[train]\ngamma = 0\n")).unwrap_err();
+        assert_eq!(err, "train.gamma must be in (0, 1], got 0");
+        let sgd = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[train]\noptimizer = \"sgd\"\nschedule = \"cosine\"\nwarmup_steps = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (sgd.train.optimizer, sgd.train.schedule),
+            (OptimizerKind::Sgd, ScheduleKind::Cosine)
         );
         let ok = ExperimentConfig::parse(&format!(
             "{MINIMAL}[model]\nkind = \"rnn\"\nnonlinearity = \"relu\"\n"

@@ -6,6 +6,7 @@
 //! - [`strategy`]: the epoch loop (exact validation loss, checkpoint policy, NaN stop).
 //! - [`checkpoint`]: per-epoch checkpoints, `best.mpk`, `metrics.csv`.
 //! - [`model`]: the trainable wrapper and its loss; [`loss`]: masked cross-entropy.
+//! - [`schedule`]: learning-rate schedules with warm-up.
 //! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
 //! - [`sample`]: loading a run and generating text.
 //! - [`eval`]: a trained run's loss, perplexity and bits/char on a file.
@@ -23,6 +24,7 @@ pub mod output;
 pub mod renderer;
 pub mod run;
 pub mod sample;
+pub mod schedule;
 pub mod strategy;
 
 pub use config::ExperimentConfig;

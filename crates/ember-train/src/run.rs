@@ -7,7 +7,8 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::InMemDataset;
 use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, AdamWConfig, Optimizer};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, Optimizer, SgdConfig};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::LearningRateMetric;
 use burn::train::{
@@ -30,6 +31,7 @@ use crate::metrics::{TokenMetric, TokenMetricKind};
 use crate::model::{char_lm_config, LanguageModel, StreamLanguageModel};
 use crate::output::TokenLossOutput;
 use crate::renderer::PlainRenderer;
+use crate::schedule::Schedule;
 use crate::strategy::EpochLoop;
 use crate::strategy::{CarryStep, SaveModel};
 use crate::TrainError;
@@ -262,6 +264,7 @@ pub fn train<B: AutodiffBackend>(
                 streams.train.len(),
                 config.data.seq_len
             );
+            let steps_per_epoch = streams.train.len();
             let loader_train = DataLoaderBuilder::new(StreamBatcher)
                 .batch_size(1)
                 .build(InMemDataset::new(streams.train));
@@ -269,13 +272,16 @@ pub fn train<B: AutodiffBackend>(
                 .batch_size(1)
                 .build(InMemDataset::new(streams.valid));
             let model = StreamLanguageModel { lm };
-            fit(config, options, device, model, loader_train, loader_valid)?
+            let loaders = (loader_train, loader_valid);
+            fit(config, options, device, model, loaders, steps_per_epoch)?
         }
         None => {
             let batcher = SequenceBatcher::new(data.vocab.pad_id());
+            let mut steps_per_epoch = data.train.len().div_ceil(config.train.batch_size);
             let loader_train = if config.data.bucket_by_length {
                 let batches =
                     bucketed_batches(&lengths, config.train.batch_size, config.train.seed);
+                steps_per_epoch = batches.len();
                 DataLoaderBuilder::new(FlattenBatcher::new(batcher.clone()))
                     .batch_size(1)
                     .shuffle(config.train.seed)
@@ -290,7 +296,8 @@ pub fn train<B: AutodiffBackend>(
                 .batch_size(config.train.batch_size)
                 .build(InMemDataset::new(data.valid));
             let model = LanguageModel { lm };
-            fit(config, options, device, model, loader_train, loader_valid)?
+            let loaders = (loader_train, loader_valid);
+            fit(config, options, device, model, loaders, steps_per_epoch)?
         }
     };
     let best = read_best(dir)?;
@@ -319,8 +326,8 @@ fn fit<B, M>(
     options: &TrainOptions,
     device: B::Device,
     model: M,
-    loader_train: TrainBatches<B, M>,
-    loader_valid: ValidBatches<B, M>,
+    loaders: (TrainBatches<B, M>, ValidBatches<B, M>),
+    steps_per_epoch: usize,
 ) -> Result<(Vec<EpochRecord>, bool), TrainError>
 where
     B: AutodiffBackend,
@@ -335,14 +342,26 @@ where
 {
     let clip = (config.train.grad_clip > 0.0)
         .then_some(GradientClippingConfig::Norm(config.train.grad_clip as f32));
-    let loaders = (loader_train, loader_valid);
+    let t = &config.train;
+    let schedule = Schedule {
+        kind: t.schedule,
+        base: t.learning_rate,
+        min: t.min_learning_rate,
+        gamma: t.gamma,
+        step_epochs: t.step_epochs,
+        warmup_steps: t.warmup_steps,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * t.epochs,
+        taken: 0,
+    };
+    let run = (config, options, device, schedule);
     match config.train.optimizer {
         OptimizerKind::Adam => {
             let optim = AdamConfig::new()
                 .with_epsilon(1e-8)
                 .with_grad_clipping(clip)
                 .init();
-            launch(config, options, device, model, optim, loaders)
+            launch(run, model, optim, loaders)
         }
         OptimizerKind::Adamw => {
             let optim = AdamWConfig::new()
@@ -350,15 +369,25 @@ where
                 .with_weight_decay(1e-2)
                 .with_grad_clipping(clip)
                 .init();
-            launch(config, options, device, model, optim, loaders)
+            launch(run, model, optim, loaders)
+        }
+        OptimizerKind::Sgd => {
+            let momentum = (t.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(t.momentum)
+                    .with_dampening(0.0)
+            });
+            let optim = SgdConfig::new()
+                .with_momentum(momentum)
+                .with_gradient_clipping(clip)
+                .init();
+            launch(run, model, optim, loaders)
         }
     }
 }
 
 fn launch<B, M, O>(
-    config: &ExperimentConfig,
-    options: &TrainOptions,
-    device: B::Device,
+    (config, options, device, schedule): (&ExperimentConfig, &TrainOptions, B::Device, Schedule),
     model: M,
     optim: O,
     (loader_train, loader_valid): (TrainBatches<B, M>, ValidBatches<B, M>),
@@ -394,7 +423,7 @@ where
         training = training.renderer(PlainRenderer::default());
     }
     let LearningResult { model: _, renderer } =
-        training.launch(Learner::new(model, optim, config.train.learning_rate));
+        training.launch(Learner::new(model, optim, schedule));
     drop(renderer);
     let outcome = strategy.take_outcome();
     match outcome.error {

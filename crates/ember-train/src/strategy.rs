@@ -170,6 +170,7 @@ where
                 }
             }
             processor.process_train(LearnerEvent::EndEpoch(epoch));
+            let train_seconds = started.elapsed().as_secs_f64();
             if interrupter.should_stop() {
                 break;
             }
@@ -202,6 +203,7 @@ where
                 valid.mean(),
                 started.elapsed().as_secs_f64(),
             );
+            record.train_tokens_per_second = train.tokens() as f64 / train_seconds;
             let trained = learner.model();
             let saved = self
                 .keeper
@@ -212,10 +214,11 @@ where
             match saved {
                 Ok(is_best) => {
                     tracing::info!(
-                        "epoch {epoch}: train loss {:.4}, valid loss {:.4}{}",
+                        "epoch {epoch}: train loss {:.4}, valid loss {:.4}{}; {:.0} tokens/s",
                         record.train_loss,
                         record.valid_loss,
-                        if is_best { " (best so far)" } else { "" }
+                        if is_best { " (best so far)" } else { "" },
+                        record.train_tokens_per_second
                     );
                     since_best = if is_best { 0 } else { since_best + 1 };
                     outcome.epochs.push(record);

@@ -415,6 +415,7 @@ fn gru_and_rnn_bodies_train_and_eval() {
     for (run, model) in [
         ("gru", "kind = \"gru\"\n"),
         ("bucketed", "kind = \"gru\"\n"),
+        ("sgd-cosine", "kind = \"gru\"\n"),
         ("rnn", "kind = \"rnn\"\nnonlinearity = \"relu\"\n"),
     ] {
         let cfg = dir.path().join(format!("{run}.toml"));
@@ -434,6 +435,20 @@ fn gru_and_rnn_bodies_train_and_eval() {
         ];
         if bucket {
             args.extend(["--set", "data.bucket_by_length=true"]);
+        }
+        if run == "sgd-cosine" {
+            args.extend([
+                "--set",
+                "train.optimizer=sgd",
+                "--set",
+                "train.learning_rate=0.5",
+            ]);
+            args.extend([
+                "--set",
+                "train.schedule=cosine",
+                "--set",
+                "train.warmup_steps=2",
+            ]);
         }
         assert!(stdout(&ember(&args, dir.path())).contains("best checkpoint"));
         let saved = std::fs::read_to_string(dir.path().join(run).join("config.toml")).unwrap();
