@@ -131,6 +131,15 @@ impl CheckpointKeeper {
             self.best = Some(best);
         }
         self.append_metrics(record)?;
+        // A plot that cannot be drawn costs only the plot, never the run.
+        let plotted = read_metrics(&self.dir)
+            .map_err(|e| e.to_string())
+            .and_then(|rows| {
+                crate::plot::write_loss_curves(&self.dir.join(crate::plot::LOSS_SVG), &rows)
+            });
+        if let Err(e) = plotted {
+            tracing::warn!("{e}");
+        }
         self.recent.push_back(path);
         self.prune();
         Ok(is_best)

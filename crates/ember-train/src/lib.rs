@@ -4,7 +4,7 @@
 //! - [`config`]: the TOML experiment config (`[data]`, `[model]`, `[train]`), validated on load.
 //! - [`run`]: data preparation and the training entry point [`run::train`].
 //! - [`strategy`]: the epoch loop (exact validation loss, checkpoint policy, NaN stop).
-//! - [`checkpoint`]: per-epoch checkpoints, `best.mpk`, `metrics.csv`.
+//! - [`checkpoint`]: per-epoch checkpoints, `best.mpk`, `metrics.csv`; [`plot`]: `loss.svg`.
 //! - [`model`]: the trainable wrapper and its loss; [`loss`]: masked cross-entropy.
 //! - [`schedule`]: learning-rate schedules with warm-up.
 //! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
@@ -21,6 +21,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod plot;
 pub mod renderer;
 pub mod run;
 pub mod sample;

@@ -180,6 +180,7 @@ fn train_sample_and_protect_the_run() {
         "best.json",
         "metrics.csv",
         "split.json",
+        "loss.svg",
         "train.log",
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
