@@ -14,7 +14,7 @@ use burn::prelude::*;
 
 use crate::batch::{int_tensor, length_mask, SequenceBatch, TokenSequence};
 use crate::split::{positional_split, Fractions};
-use crate::{DataError, Vocab};
+use crate::{read_utf8, DataError, Vocab};
 
 /// A text as one stream of character ids. Newlines are characters like any other.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,11 +39,7 @@ pub struct CorpusSplit {
 impl TextCorpus {
     /// Reads a UTF-8 text file; a missing, empty or non-UTF-8 file is an error naming it.
     pub fn read(path: &Path) -> Result<Self, DataError> {
-        let bytes = std::fs::read(path).map_err(|e| DataError::reading(path, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
-            path: path.to_owned(),
-            offset: e.utf8_error().valid_up_to(),
-        })?;
+        let text = read_utf8(path)?;
         if text.trim().is_empty() {
             return Err(DataError::Empty {
                 path: path.to_owned(),

@@ -29,7 +29,7 @@ pub use corpus::{
 };
 pub use error::DataError;
 pub use labelled::{ClassBatch, ClassBatcher, ClassVocab, LabelledData, LabelledSequence};
-pub use lines::read_lines;
+pub use lines::{read_lines, read_utf8};
 pub use series::{SeriesBatch, SeriesBatcher, Standardizer, Window};
 pub use split::{split_train_valid, Fractions, Split, SplitIndices};
 pub use vocab::Vocab;

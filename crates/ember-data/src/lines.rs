@@ -9,11 +9,7 @@ use crate::DataError;
 /// A missing file, a file that is not UTF-8, and a file without a single non-blank line are
 /// errors that name the file.
 pub fn read_lines(path: &Path) -> Result<Vec<String>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::reading(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
-        path: path.to_owned(),
-        offset: e.utf8_error().valid_up_to(),
-    })?;
+    let text = read_utf8(path)?;
     let lines: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -26,6 +22,16 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>, DataError> {
         });
     }
     Ok(lines)
+}
+
+/// Reads `path` as UTF-8 text: a missing file or invalid UTF-8 (with its byte offset) is an
+/// error naming the file.
+pub fn read_utf8(path: &Path) -> Result<String, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::reading(path, e))?;
+    String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
+        path: path.to_owned(),
+        offset: e.utf8_error().valid_up_to(),
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{length_mask, pad_rows};
-use crate::DataError;
+use crate::{read_utf8, DataError};
 
 /// What to do with empty or `NA` cells of a CSV column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -30,20 +30,14 @@ pub enum Missing {
 
 /// Reads the numeric column `column` (by header name) of a CSV file with a header row.
 pub fn read_csv_column(path: &Path, column: &str, missing: Missing) -> Result<Vec<f32>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::reading(path, e))?;
-    if let Err(e) = std::str::from_utf8(&bytes) {
-        return Err(DataError::NotUtf8 {
-            path: path.to_owned(),
-            offset: e.valid_up_to(),
-        });
-    }
+    let text = read_utf8(path)?;
     let csv_error = |e: csv::Error| DataError::Csv {
         path: path.to_owned(),
         reason: e.to_string(),
     };
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(bytes.as_slice());
+        .from_reader(text.as_bytes());
     let headers = reader.headers().map_err(csv_error)?.clone();
     let index =
         headers

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use ember_data::{random_chunks, read_lines, stream_chunks, SplitIndices, TokenSequence};
+use ember_data::{
+    random_chunks, read_lines, read_utf8, stream_chunks, SplitIndices, TokenSequence,
+};
 
 use crate::config::DataKind;
 use crate::run::{evaluate, evaluate_streams, prepare_data, stream_count, SPLIT_FILE};
@@ -140,11 +142,7 @@ pub fn eval_run<B: Backend>(
 
 /// A text file encoded with the run's vocabulary; unknown characters are an error listing them.
 fn read_text<B: Backend>(run: &LoadedRun<B>, path: &Path) -> Result<Vec<usize>, TrainError> {
-    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
-    let text = String::from_utf8(bytes).map_err(|e| ember_data::DataError::NotUtf8 {
-        path: path.to_owned(),
-        offset: e.utf8_error().valid_up_to(),
-    })?;
+    let text = read_utf8(path)?;
     match run.vocab.encode(&text) {
         Ok(ids) if ids.len() >= 2 => Ok(ids),
         Ok(_) => Err(ember_data::DataError::Empty {
