@@ -92,6 +92,13 @@ pub struct BatchedDataset<T> {
     batches: Vec<Vec<T>>,
 }
 
+impl<T> BatchedDataset<T> {
+    /// A dataset of ready-made batches, served in this order unless the loader shuffles.
+    pub fn from_batches(batches: Vec<Vec<T>>) -> Self {
+        Self { batches }
+    }
+}
+
 impl<T: Clone> BatchedDataset<T> {
     /// The batches of `items` given by `batches` (lists of indices).
     pub fn new(items: &[T], batches: &[Vec<usize>]) -> Self {

@@ -9,13 +9,13 @@ use serde::Serialize;
 use crate::DataError;
 
 /// Writes `value` as pretty JSON to `path`.
-pub(crate) fn save<T: Serialize>(value: &T, path: &Path) -> Result<(), DataError> {
+pub fn save<T: Serialize>(value: &T, path: &Path) -> Result<(), DataError> {
     let json = serde_json::to_string_pretty(value).expect("ember's data files serialise");
     std::fs::write(path, json).map_err(|e| DataError::reading(path, e))
 }
 
 /// Reads a JSON file written by [`save`] whose `format_of` must equal `format`.
-pub(crate) fn load<T: DeserializeOwned>(
+pub fn load<T: DeserializeOwned>(
     path: &Path,
     format: &str,
     format_of: impl Fn(&T) -> &str,

@@ -15,7 +15,7 @@ pub mod batch;
 pub mod bucket;
 pub mod corpus;
 pub mod error;
-mod json_file;
+pub mod json_file;
 pub mod labelled;
 pub mod lines;
 pub mod series;

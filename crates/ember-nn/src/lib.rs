@@ -10,26 +10,32 @@
 //! - [`torch`]: PyTorch `state_dict` names, to load and list parameters.
 //! - [`scratch`]: the hand-written two-head teaching RNN.
 //! - [`char_lm`]: the character language model (embedding → LSTM/GRU/RNN → linear head).
+//! - [`regressor`]: the per-step series regressor (stacked layers or the scratch RNN).
+//! - [`classifier`]: the sequence classifier (last valid step or masked mean).
 
 pub mod cell;
 pub mod char_lm;
+pub mod classifier;
 pub mod error;
 pub mod gru;
 pub mod layer;
 pub mod lstm;
 pub mod packing;
 pub mod recurrent;
+pub mod regressor;
 pub mod rnn;
 pub mod scratch;
 pub mod torch;
 
 pub use cell::{CellState, RecurrentCell};
 pub use char_lm::{CharLm, CharLmConfig};
+pub use classifier::{Pooling, SequenceClassifier, SequenceClassifierConfig};
 pub use error::NnError;
 pub use gru::GruCell;
 pub use layer::{AnyRecurrent, AnyRecurrentRecord, CellKind};
 pub use lstm::LstmCell;
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentState, Rnn};
+pub use regressor::{BodyKind, SeriesBody, SeriesRegressor, SeriesRegressorConfig};
 pub use rnn::{Nonlinearity, RnnCell};
 pub use scratch::{ScratchRnn, ScratchRnnConfig};
 pub use torch::{TorchParam, TorchTensors};

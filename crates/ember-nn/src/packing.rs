@@ -73,6 +73,22 @@ impl Packing {
     }
 }
 
+/// Each sequence's output at its last valid step: `[batch, features]` from `outputs`
+/// `[batch, seq, features]`, where sequence `b` has `lengths[b]` (1..=seq) valid steps.
+pub fn last_valid_steps<B: Backend>(outputs: Tensor<B, 3>, lengths: &[usize]) -> Tensor<B, 2> {
+    let [batch, steps, width] = outputs.dims();
+    if lengths.iter().all(|&l| l == steps) {
+        return outputs
+            .slice(s![.., steps - 1..steps])
+            .reshape([batch, width]);
+    }
+    let last: Vec<i64> = lengths.iter().map(|&l| l as i64 - 1).collect();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [batch]), &outputs.device())
+        .reshape([batch, 1, 1])
+        .repeat_dim(2, width);
+    outputs.gather(1, index).reshape([batch, width])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Task;
+use crate::output::LossAccumulator;
 use crate::TrainError;
 
 /// File name of the best checkpoint in a run directory.
@@ -23,47 +25,88 @@ pub const METRICS_CSV: &str = "metrics.csv";
 pub struct BestCheckpoint {
     /// The epoch (1-based).
     pub epoch: usize,
-    /// Its validation loss (mean NLL per valid token, nats).
+    /// Its validation loss (mean NLL per valid token in nats; mean squared error for regression).
     pub valid_loss: f64,
     /// The epoch checkpoint it was copied from, relative to the run directory.
     pub checkpoint: String,
 }
 
-/// One row of `metrics.csv`: exact token-weighted figures of one epoch.
+/// One row of `metrics.csv`: exact position-weighted figures of one epoch. The columns a
+/// task has no use for are empty (perplexity for regression, MAE for language models, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// The epoch (1-based).
     pub epoch: usize,
-    /// Mean training loss per valid token over the epoch (nats).
+    /// Mean training loss per valid position over the epoch.
     pub train_loss: f64,
-    /// Mean validation loss per valid token after the epoch (nats).
+    /// Mean validation loss per valid position after the epoch.
     pub valid_loss: f64,
-    /// `exp(valid_loss)`.
-    pub valid_perplexity: f64,
-    /// `valid_loss / ln 2`.
-    pub valid_bits_per_char: f64,
+    /// Language models: `exp(valid_loss)`.
+    pub valid_perplexity: Option<f64>,
+    /// Language models: `valid_loss / ln 2`.
+    pub valid_bits_per_char: Option<f64>,
+    /// Regression: validation mean absolute error (standardised units).
+    pub valid_mae: Option<f64>,
+    /// Classification: share of training sequences classified correctly during the epoch.
+    pub train_accuracy: Option<f64>,
+    /// Classification: share of validation sequences classified correctly.
+    pub valid_accuracy: Option<f64>,
     /// Whether this epoch became `best.mpk`.
     pub best: bool,
     /// Wall time of the epoch, training and validation, in seconds.
     pub seconds: f64,
-    /// Training throughput: valid tokens per second of the training pass (forward, backward and
-    /// optimiser step).
+    /// Training throughput: valid positions (tokens, time steps) per second of the training
+    /// pass (forward, backward and optimiser step).
     pub train_tokens_per_second: f64,
 }
 
 impl EpochRecord {
-    /// A record of `epoch` from its mean losses; `best` is set by the keeper.
+    /// A language model's record of `epoch` from its mean losses; `best` is set by the keeper.
     pub fn new(epoch: usize, train_loss: f64, valid_loss: f64, seconds: f64) -> Self {
         Self {
             epoch,
             train_loss,
             valid_loss,
-            valid_perplexity: valid_loss.exp(),
-            valid_bits_per_char: valid_loss / std::f64::consts::LN_2,
+            valid_perplexity: Some(valid_loss.exp()),
+            valid_bits_per_char: Some(valid_loss / std::f64::consts::LN_2),
+            valid_mae: None,
+            train_accuracy: None,
+            valid_accuracy: None,
             best: false,
             seconds,
             train_tokens_per_second: 0.0,
         }
+    }
+
+    /// The record of `epoch` from its accumulated figures, with the columns of `task`.
+    pub fn of_task(
+        task: Task,
+        epoch: usize,
+        train: &LossAccumulator,
+        valid: &LossAccumulator,
+        seconds: f64,
+    ) -> Self {
+        let mut record = Self::new(epoch, train.mean(), valid.mean(), seconds);
+        if task != Task::Language {
+            record.valid_perplexity = None;
+            record.valid_bits_per_char = None;
+        }
+        record.valid_mae = valid.mean_abs_error();
+        record.train_accuracy = train.accuracy();
+        record.valid_accuracy = valid.accuracy();
+        record
+    }
+
+    /// The epoch's validation figures after the loss, for the log: "; valid MAE 0.31".
+    pub fn extra_figures(&self) -> String {
+        let mut out = String::new();
+        if let Some(mae) = self.valid_mae {
+            out += &format!(", valid MAE {mae:.4}");
+        }
+        if let Some(acc) = self.valid_accuracy {
+            out += &format!(", valid accuracy {:.1}%", acc * 100.0);
+        }
+        out
     }
 }
 
@@ -85,6 +128,26 @@ impl CheckpointKeeper {
             best: None,
             recent: VecDeque::new(),
         }
+    }
+
+    /// The keeper of a run being resumed: its best checkpoint and its kept epoch
+    /// checkpoints, oldest first.
+    pub fn resume(dir: &Path, keep_last: usize) -> Result<Self, TrainError> {
+        let best = read_best(dir)?;
+        let folder = dir.join(CHECKPOINT_DIR);
+        let mut kept: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .map_err(TrainError::io(&folder))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "mpk"))
+            .collect();
+        // `epoch-NNN-...` sorts by epoch.
+        kept.sort();
+        Ok(Self {
+            dir: dir.to_owned(),
+            keep_last,
+            best: Some(best),
+            recent: kept.into(),
+        })
     }
 
     /// The best checkpoint so far.

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ember_nn::{CellKind, Nonlinearity};
+use ember_data::series::Missing;
+use ember_nn::{BodyKind, CellKind, Nonlinearity, Pooling};
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::ScheduleKind;
@@ -33,7 +34,81 @@ pub enum DataKind {
     Lines,
     /// One continuous text (a corpus), newlines included, cut into chunks of `seq_len`.
     Text,
+    /// A numeric time series: a CSV column, or generated sine waves (`path = "generated"`).
+    Series,
+    /// A directory with one `<class>.txt` file per class, one sample per line.
+    Classes,
 }
+
+/// What a run learns, from its data kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Next-character prediction (`lines`, `text`): cross-entropy, perplexity, bits per char.
+    Language,
+    /// Series regression (`series`): mean squared error on standardised values, and MAE.
+    Regression,
+    /// Sequence classification (`classes`): cross-entropy and accuracy.
+    Classification,
+}
+
+impl Task {
+    /// How the task is named in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Language => "language-model",
+            Self::Regression => "series-regression",
+            Self::Classification => "classification",
+        }
+    }
+}
+
+/// What a series model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SeriesTarget {
+    /// The value after each window; the loss reads the last step's output only.
+    #[default]
+    Last,
+    /// The next value at every step (seq2seq); consecutive windows of one sequence, with the
+    /// state carried from window to window when `data.stateful`.
+    Sequence,
+}
+
+/// The `path = "generated"` series: noisy sine waves, one sequence each.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedSeries {
+    /// Number of sequences (validation holds out `valid_fraction` of them).
+    #[serde(default = "defaults::sequences")]
+    pub sequences: usize,
+    /// Values per sequence.
+    #[serde(default = "defaults::length")]
+    pub length: usize,
+    /// Shortest period in steps.
+    #[serde(default = "defaults::min_period")]
+    pub min_period: f32,
+    /// Longest period in steps.
+    #[serde(default = "defaults::max_period")]
+    pub max_period: f32,
+    /// Standard deviation of the Gaussian noise.
+    #[serde(default = "defaults::noise")]
+    pub noise: f32,
+}
+
+impl Default for GeneratedSeries {
+    fn default() -> Self {
+        Self {
+            sequences: defaults::sequences(),
+            length: defaults::length(),
+            min_period: defaults::min_period(),
+            max_period: defaults::max_period(),
+            noise: defaults::noise(),
+        }
+    }
+}
+
+/// The `path` that asks for generated sine waves instead of a file.
+pub const GENERATED: &str = "generated";
 
 /// The `[data]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,15 +134,38 @@ pub struct DataConfig {
     /// epoch). `false` trains on shuffled independent chunks from a zero state.
     #[serde(default = "defaults::stateful")]
     pub stateful: bool,
+    /// Series only: the CSV column to read, by its header name.
+    #[serde(default)]
+    pub column: String,
+    /// Series only: `error` or `interpolate` for empty and `NA` cells.
+    #[serde(default)]
+    pub missing: Missing,
+    /// Series only: steps per window.
+    #[serde(default = "defaults::window")]
+    pub window: usize,
+    /// Series only: `last` (the value after each window) or `sequence` (every next value).
+    #[serde(default)]
+    pub target: SeriesTarget,
+    /// Series only, with `path = "generated"`: the sine waves.
+    #[serde(default)]
+    pub generated: GeneratedSeries,
+}
+
+impl DataConfig {
+    /// Whether the series is generated rather than read from a file.
+    pub fn is_generated(&self) -> bool {
+        self.path.as_os_str() == GENERATED
+    }
 }
 
 /// The `[model]` table of a character language model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// The recurrent cell: `lstm`, `gru` or `rnn`.
+    /// The recurrent cell: `lstm`, `gru` or `rnn`; series models also take `scratch` (the
+    /// hand-written two-head RNN, with `num_layers` shared layers).
     #[serde(default)]
-    pub kind: CellKind,
+    pub kind: BodyKind,
     /// Width of the character embedding.
     #[serde(default = "defaults::embed_dim")]
     pub embed_dim: usize,
@@ -86,18 +184,30 @@ pub struct ModelConfig {
     /// Dropout between layers and before the output head.
     #[serde(default)]
     pub dropout: f64,
+    /// Classifiers only: `last` (the last valid step) or `mean` (over the valid steps).
+    #[serde(default)]
+    pub pooling: Pooling,
+}
+
+impl ModelConfig {
+    /// The recurrent cell of a stacked model (LSTM for `scratch`, which validation keeps to
+    /// series models).
+    pub fn cell(&self) -> CellKind {
+        self.kind.cell().unwrap_or_default()
+    }
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            kind: CellKind::default(),
+            kind: BodyKind::default(),
             embed_dim: defaults::embed_dim(),
             hidden_size: defaults::hidden_size(),
             num_layers: defaults::num_layers(),
             proj_size: 0,
             nonlinearity: Nonlinearity::default(),
             dropout: 0.0,
+            pooling: Pooling::default(),
         }
     }
 }
@@ -193,6 +303,24 @@ mod defaults {
     }
     pub fn stateful() -> bool {
         true
+    }
+    pub fn window() -> usize {
+        24
+    }
+    pub fn sequences() -> usize {
+        32
+    }
+    pub fn length() -> usize {
+        400
+    }
+    pub fn min_period() -> f32 {
+        16.0
+    }
+    pub fn max_period() -> f32 {
+        48.0
+    }
+    pub fn noise() -> f32 {
+        0.05
     }
     pub fn embed_dim() -> usize {
         32
@@ -296,6 +424,15 @@ impl ExperimentConfig {
         Ok(config)
     }
 
+    /// What the run learns, from `data.kind`.
+    pub fn task(&self) -> Task {
+        match self.data.kind {
+            DataKind::Lines | DataKind::Text => Task::Language,
+            DataKind::Series => Task::Regression,
+            DataKind::Classes => Task::Classification,
+        }
+    }
+
     /// The config as TOML, as saved in a run directory.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a config always serialises")
@@ -315,14 +452,11 @@ impl ExperimentConfig {
                 self.data.valid_fraction
             ));
         }
-        if self.data.kind == DataKind::Text && self.data.bucket_by_length {
-            return Err(
-                "data.bucket_by_length applies to kind = \"lines\" only: text chunks all have seq_len characters".into(),
-            );
-        }
+        self.validate_task()?;
         let m = &self.model;
         for (key, v) in [
             ("data.seq_len", self.data.seq_len),
+            ("data.window", self.data.window),
             ("model.embed_dim", m.embed_dim),
             ("model.hidden_size", m.hidden_size),
             ("model.num_layers", m.num_layers),
@@ -333,7 +467,7 @@ impl ExperimentConfig {
                 return Err(format!("{key} must be at least 1, got 0"));
             }
         }
-        if m.proj_size > 0 && m.kind != CellKind::Lstm {
+        if m.proj_size > 0 && m.kind != BodyKind::Lstm {
             return Err(format!(
                 "model.proj_size applies to kind = \"lstm\" only, not \"{}\": remove it",
                 m.kind
@@ -345,7 +479,7 @@ impl ExperimentConfig {
                 m.hidden_size, m.proj_size
             ));
         }
-        if m.nonlinearity != Nonlinearity::Tanh && m.kind != CellKind::Rnn {
+        if m.nonlinearity != Nonlinearity::Tanh && m.kind != BodyKind::Rnn {
             return Err(format!(
                 "model.nonlinearity applies to kind = \"rnn\" only, not \"{}\": remove it",
                 m.kind
@@ -386,6 +520,84 @@ impl ExperimentConfig {
             return Err(format!(
                 "train.grad_clip must be >= 0 (0 disables it), got {}",
                 self.train.grad_clip
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ExperimentConfig {
+    /// Checks the keys that belong to one data kind only.
+    fn validate_task(&self) -> Result<(), String> {
+        let d = &self.data;
+        let kind = match d.kind {
+            DataKind::Lines => "lines",
+            DataKind::Text => "text",
+            DataKind::Series => "series",
+            DataKind::Classes => "classes",
+        };
+        let series = d.kind == DataKind::Series;
+        if self.model.kind == BodyKind::Scratch && !series {
+            return Err(format!(
+                "model.kind = \"scratch\" is a series model: use it with data.kind = \"series\", not \"{kind}\""
+            ));
+        }
+        if d.bucket_by_length && !matches!(d.kind, DataKind::Lines) {
+            return Err(format!(
+                "data.bucket_by_length applies to kind = \"lines\" only, not \"{kind}\": remove it"
+            ));
+        }
+        if self.model.pooling != Pooling::Last && d.kind != DataKind::Classes {
+            return Err(format!(
+                "model.pooling applies to data.kind = \"classes\" only, not \"{kind}\": remove it"
+            ));
+        }
+        if !series {
+            if !d.column.is_empty() {
+                return Err(format!(
+                    "data.column applies to data.kind = \"series\" only, not \"{kind}\": remove it"
+                ));
+            }
+            if d.is_generated() {
+                return Err(format!(
+                    "data.path = \"generated\" applies to data.kind = \"series\" only, not \"{kind}\""
+                ));
+            }
+            return Ok(());
+        }
+        if d.is_generated() {
+            let g = &d.generated;
+            if !d.column.is_empty() {
+                return Err("data.column names a CSV column, but data.path = \"generated\": remove one of them".into());
+            }
+            if g.sequences < 2 {
+                return Err(format!(
+                    "data.generated.sequences must be at least 2 (one to validate on), got {}",
+                    g.sequences
+                ));
+            }
+            if g.length <= d.window {
+                return Err(format!(
+                    "data.generated.length ({}) must be longer than data.window ({})",
+                    g.length, d.window
+                ));
+            }
+            if !(g.min_period > 0.0 && g.min_period <= g.max_period) {
+                return Err(format!(
+                    "data.generated.min_period must be in (0, max_period = {}], got {}",
+                    g.max_period, g.min_period
+                ));
+            }
+            if !(g.noise >= 0.0 && g.noise.is_finite()) {
+                return Err(format!(
+                    "data.generated.noise must be >= 0, got {}",
+                    g.noise
+                ));
+            }
+        } else if d.column.is_empty() {
+            return Err(format!(
+                "data.column is missing: name the CSV column of {} to read (or set data.path = \"generated\")",
+                d.path.display()
             ));
         }
         Ok(())
@@ -440,7 +652,7 @@ mod tests {
             .unwrap();
         assert_eq!(o.model.hidden_size, 256);
         assert_eq!(o.data.path, PathBuf::from("my file.txt"));
-        assert_eq!(o.model.kind, CellKind::Gru);
+        assert_eq!(o.model.kind, BodyKind::Gru);
         assert_eq!(o.train.learning_rate, 0.01);
         let err = c
             .with_overrides(&sets(&["model.hiden_size=3"]))
@@ -467,6 +679,51 @@ mod tests {
         assert!(err.contains("expected KEY=VALUE"), "{err}");
         let err = c.with_overrides(&sets(&["model=1"])).unwrap_err();
         assert!(err.contains("name a key inside the table"), "{err}");
+    }
+
+    #[test]
+    fn task_keys_are_checked_against_the_data_kind() {
+        let series = "name = \"s\"\n[data]\nkind = \"series\"\npath = \"x.csv\"\n";
+        let err = ExperimentConfig::parse(series).unwrap_err();
+        assert!(err.starts_with("data.column is missing"), "{err}");
+        let ok = ExperimentConfig::parse(&format!("{series}column = \"v\"\n")).unwrap();
+        assert_eq!(ok.task(), Task::Regression);
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\nkind = \"scratch\"\n"))
+            .unwrap_err();
+        assert!(
+            err.starts_with("model.kind = \"scratch\" is a series model"),
+            "{err}"
+        );
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\npooling = \"mean\"\n"))
+            .unwrap_err();
+        assert!(
+            err.starts_with("model.pooling applies to data.kind = \"classes\""),
+            "{err}"
+        );
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}column = \"v\"\n")).unwrap_err();
+        assert!(err.starts_with("data.column applies to"), "{err}");
+        let generated = "name = \"g\"\n[data]\nkind = \"series\"\npath = \"generated\"\n";
+        let g = ExperimentConfig::parse(generated).unwrap();
+        assert!(g.data.is_generated());
+        let err = ExperimentConfig::parse(&format!(
+            "{generated}window = 10\n[data.generated]\nlength = 10\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "data.generated.length (10) must be longer than data.window (10)"
+        );
+        let err = ExperimentConfig::parse(&format!("{generated}[data.generated]\nperiod = 3\n"))
+            .unwrap_err();
+        assert!(err.contains("unknown field `period`"), "{err}");
+        let classes = ExperimentConfig::parse(
+            "name = \"c\"\n[data]\nkind = \"classes\"\npath = \"d\"\n[model]\npooling = \"mean\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (classes.task(), classes.model.pooling),
+            (Task::Classification, Pooling::Mean)
+        );
     }
 
     #[test]

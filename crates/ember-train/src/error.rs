@@ -37,6 +37,22 @@ pub enum TrainError {
     /// A run directory has no checkpoint to load.
     #[error("{0} holds no checkpoint (best.mpk): train first with `ember train --artifacts {0}`")]
     NoCheckpoint(PathBuf),
+    /// A run cannot be resumed.
+    #[error("cannot resume {dir}: {reason}")]
+    CannotResume {
+        /// The run directory.
+        dir: PathBuf,
+        /// What is missing or done.
+        reason: String,
+    },
+    /// A command that needs a language model was given another kind of run.
+    #[error("{dir} holds a {task} run; sample and eval read language-model runs (data.kind = \"lines\" or \"text\"); its figures are in {dir}/metrics.csv")]
+    NotALanguageModel {
+        /// The run directory.
+        dir: PathBuf,
+        /// What the run learned.
+        task: &'static str,
+    },
     /// A checkpoint could not be loaded or does not fit the run's config.
     #[error("cannot load checkpoint {path}: {reason}")]
     BadCheckpoint {

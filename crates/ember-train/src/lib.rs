@@ -5,7 +5,10 @@
 //! - [`run`]: data preparation and the training entry point [`run::train`].
 //! - [`strategy`]: the epoch loop (exact validation loss, checkpoint policy, NaN stop).
 //! - [`checkpoint`]: per-epoch checkpoints, `best.mpk`, `metrics.csv`; [`plot`]: `loss.svg`.
-//! - [`model`]: the trainable wrapper and its loss; [`loss`]: masked cross-entropy.
+//! - [`model`]: the language-model wrappers and their loss; [`loss`]: masked cross-entropy and
+//!   masked regression errors.
+//! - [`regression`]: series data, the regressor wrapper and its baselines.
+//! - [`classification`]: labelled data, the classifier wrapper, accuracy and the confusion matrix.
 //! - [`schedule`]: learning-rate schedules with warm-up.
 //! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
 //! - [`sample`]: loading a run and generating text.
@@ -13,6 +16,7 @@
 //! - [`import`]: a PyTorch character model into a run directory.
 
 pub mod checkpoint;
+pub mod classification;
 pub mod config;
 pub mod error;
 pub mod eval;
@@ -22,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod plot;
+pub mod regression;
 pub mod renderer;
 pub mod run;
 pub mod sample;
@@ -31,5 +36,5 @@ pub mod strategy;
 pub use config::ExperimentConfig;
 pub use error::TrainError;
 pub use eval::{eval_run, EvalData, EvalReport};
-pub use run::{train, TrainOptions, TrainSummary};
+pub use run::{prepare, train, Baseline, TaskData, TrainOptions, TrainSummary};
 pub use sample::{load_run, sample, sample_run, LoadedRun, SampleOptions};

@@ -26,6 +26,26 @@ pub fn masked_cross_entropy<B: Backend>(
     (nll * mask.clone()).sum() / mask.sum().clamp_min(1.0)
 }
 
+/// Mean squared error and mean absolute error over the valid steps only (PyTorch's
+/// `mse_loss` / `l1_loss` on the selected elements).
+///
+/// `predictions` and `targets` are `[batch, seq, features]`; `targets` may hold NaN at padded
+/// steps; `mask` `[batch, seq]` is true at valid steps.
+pub fn masked_regression_errors<B: Backend>(
+    predictions: Tensor<B, 3>,
+    targets: Tensor<B, 3>,
+    mask: Tensor<B, 2, Bool>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let [batch, steps, features] = predictions.dims();
+    let weight = mask.float().reshape([batch, steps, 1]);
+    let targets = targets.clone().mask_fill(targets.is_nan(), 0.0);
+    let diff = (predictions - targets) * weight.clone();
+    let count = (weight.sum() * features as f64).clamp_min(1.0);
+    let mse = diff.clone().powi_scalar(2).sum() / count.clone();
+    let mae = diff.abs().sum() / count;
+    (mse, mae)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +61,20 @@ mod tests {
         let loss: f32 = masked_cross_entropy(logits, targets, mask).into_scalar();
         let expected = -(1.0f32 - (1f32.exp() + 2f32.exp() + 3f32.exp()).ln());
         assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
+    }
+
+    #[test]
+    fn regression_errors_skip_padded_steps() {
+        let d = Default::default();
+        let pred = Tensor::<NdArray, 3>::from_floats([[[1.0], [5.0]], [[2.0], [0.0]]], &d);
+        let target = Tensor::<NdArray, 3>::from_floats([[[0.0], [f32::NAN]], [[4.0], [1.0]]], &d);
+        let mask = Tensor::<NdArray, 2, Bool>::from_bool(
+            TensorData::from([[true, false], [true, true]]),
+            &d,
+        );
+        let (mse, mae) = masked_regression_errors(pred, target, mask);
+        // Valid errors: 1, -2, -1.
+        assert!((mse.into_scalar() - 2.0).abs() < 1e-6);
+        assert!((mae.into_scalar() - 4.0 / 3.0).abs() < 1e-6);
     }
 }

@@ -1,4 +1,5 @@
-//! Learner metrics over valid tokens only: loss, perplexity and bits per character.
+//! Learner metrics over valid positions only: loss, perplexity, bits per character, mean
+//! absolute error and accuracy.
 
 use std::sync::Arc;
 
@@ -25,6 +26,10 @@ pub enum TokenMetricKind {
     Perplexity,
     /// `mean NLL / ln 2`.
     BitsPerChar,
+    /// Regression: mean absolute error over the valid steps.
+    MeanAbsError,
+    /// Classification: share of correct predictions.
+    Accuracy,
 }
 
 /// A token-weighted metric: batches count by their number of valid tokens, so padding never
@@ -45,6 +50,8 @@ impl TokenMetric {
             TokenMetricKind::Loss => "Loss",
             TokenMetricKind::Perplexity => "Perplexity",
             TokenMetricKind::BitsPerChar => "Bits per char",
+            TokenMetricKind::MeanAbsError => "MAE",
+            TokenMetricKind::Accuracy => "Accuracy",
         };
         Self {
             kind,
@@ -57,15 +64,25 @@ impl TokenMetric {
 
     fn transform(&self, nll: f64) -> f64 {
         match self.kind {
-            TokenMetricKind::Loss => nll,
             TokenMetricKind::Perplexity => nll.exp(),
             TokenMetricKind::BitsPerChar => nll / std::f64::consts::LN_2,
+            _ => nll,
+        }
+    }
+
+    /// The batch's value of this metric, before any transform.
+    fn read(&self, item: &TokenLoss) -> f64 {
+        match self.kind {
+            TokenMetricKind::MeanAbsError => item.mean_abs_error.unwrap_or(f64::NAN),
+            TokenMetricKind::Accuracy => item.accuracy().map_or(f64::NAN, |a| a * 100.0),
+            _ => item.mean_nll,
         }
     }
 
     fn unit(&self) -> Option<&'static str> {
         match self.kind {
             TokenMetricKind::BitsPerChar => Some("bpc"),
+            TokenMetricKind::Accuracy => Some("%"),
             _ => None,
         }
     }
@@ -81,7 +98,7 @@ impl Metric for TokenMetric {
     fn attributes(&self) -> MetricAttributes {
         NumericAttributes {
             unit: self.unit().map(str::to_owned),
-            higher_is_better: false,
+            higher_is_better: self.kind == TokenMetricKind::Accuracy,
         }
         .into()
     }
@@ -95,7 +112,7 @@ impl Metric for TokenMetric {
         }
         let entry = self
             .state
-            .update(self.transform(item.mean_nll), item.tokens, format);
+            .update(self.transform(self.read(item)), item.tokens, format);
         if self.kind == TokenMetricKind::Perplexity {
             // The state averages per-batch perplexities; the epoch figure is exp(mean loss).
             let running = self.transform(self.nll_sum / self.tokens as f64);

@@ -15,6 +15,39 @@ use crate::loss::masked_cross_entropy;
 use crate::output::TokenLossOutput;
 use crate::strategy::{CarryStep, SaveModel};
 
+/// `CarryStep` for a model that carries nothing between batches: each batch is one `step`.
+macro_rules! stateless_carry {
+    ($model:ident, $batch:ident) => {
+        impl<B: burn::tensor::backend::AutodiffBackend>
+            $crate::strategy::CarryStep<$batch<B>, burn::train::TrainOutput<TokenLossOutput<B>>>
+            for $model<B>
+        {
+            type Carry = ();
+
+            fn step_carry(
+                &self,
+                batch: $batch<B>,
+                _: Option<()>,
+            ) -> (burn::train::TrainOutput<TokenLossOutput<B>>, Option<()>) {
+                (burn::train::TrainStep::step(self, batch), None)
+            }
+        }
+
+        impl<B: Backend> $crate::strategy::CarryStep<$batch<B>, TokenLossOutput<B>> for $model<B> {
+            type Carry = ();
+
+            fn step_carry(
+                &self,
+                batch: $batch<B>,
+                _: Option<()>,
+            ) -> (TokenLossOutput<B>, Option<()>) {
+                (burn::train::InferenceStep::step(self, batch), None)
+            }
+        }
+    };
+}
+pub(crate) use stateless_carry;
+
 /// The recorder of every ember checkpoint: named MessagePack, full precision (`.mpk`).
 pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::new()
@@ -23,7 +56,7 @@ pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
 /// The [`CharLmConfig`] of a `[model]` table for a vocabulary of `vocab_size` tokens.
 pub fn char_lm_config(model: &ModelConfig, vocab_size: usize) -> CharLmConfig {
     CharLmConfig::new(vocab_size)
-        .with_kind(model.kind)
+        .with_kind(model.cell())
         .with_embed_dim(model.embed_dim)
         .with_hidden_size(model.hidden_size)
         .with_num_layers(model.num_layers)
@@ -68,42 +101,38 @@ impl<B: Backend> InferenceStep for LanguageModel<B> {
     }
 }
 
-impl<B: AutodiffBackend> CarryStep<SequenceBatch<B>, TrainOutput<TokenLossOutput<B>>>
-    for LanguageModel<B>
-{
-    type Carry = ();
-
-    fn step_carry(
-        &self,
-        batch: SequenceBatch<B>,
-        _: Option<()>,
-    ) -> (TrainOutput<TokenLossOutput<B>>, Option<()>) {
-        (TrainStep::step(self, batch), None)
-    }
-}
-
-impl<B: Backend> CarryStep<SequenceBatch<B>, TokenLossOutput<B>> for LanguageModel<B> {
-    type Carry = ();
-
-    fn step_carry(
-        &self,
-        batch: SequenceBatch<B>,
-        _: Option<()>,
-    ) -> (TokenLossOutput<B>, Option<()>) {
-        (self.forward_loss(batch), None)
-    }
-}
+stateless_carry!(LanguageModel, SequenceBatch);
 
 impl<B: Backend> SaveModel for LanguageModel<B> {
     fn save_model(&self, path: &std::path::Path) -> Result<(), String> {
-        save_char_lm(&self.lm, path)
+        save_module(&self.lm, path)
     }
 }
 
-fn save_char_lm<B: Backend>(lm: &CharLm<B>, path: &std::path::Path) -> Result<(), String> {
-    lm.clone()
+/// Writes `module` to `path` with [`recorder`].
+pub fn save_module<B: Backend, M: Module<B>>(
+    module: &M,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    module
+        .clone()
         .save_file(path, &recorder())
         .map_err(|e| e.to_string())
+}
+
+/// Loads the weights at `path` into `fresh`, a module built from the same config (so every
+/// shape matches).
+pub fn load_module<B: Backend, M: Module<B>>(
+    fresh: M,
+    path: &std::path::Path,
+    device: &B::Device,
+) -> Result<M, crate::TrainError> {
+    fresh
+        .load_file(path.to_path_buf(), &recorder(), device)
+        .map_err(|e| crate::TrainError::BadCheckpoint {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// A [`CharLm`] trained on parallel text streams with its state carried from each chunk to the
@@ -181,6 +210,6 @@ impl<B: Backend> CarryStep<StreamBatch<B>, TokenLossOutput<B>> for StreamLanguag
 
 impl<B: Backend> SaveModel for StreamLanguageModel<B> {
     fn save_model(&self, path: &std::path::Path) -> Result<(), String> {
-        save_char_lm(&self.lm, path)
+        save_module(&self.lm, path)
     }
 }

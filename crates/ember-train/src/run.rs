@@ -9,6 +9,7 @@ use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, Optimizer, SgdConfig};
+use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::LearningRateMetric;
 use burn::train::{
@@ -18,22 +19,30 @@ use burn::train::{
 use ember_data::bucket::{bucketed_batches, BatchedDataset, FlattenBatcher};
 use ember_data::split::shuffled_split;
 use ember_data::{
-    random_chunks, read_lines, stream_chunks, Fractions, PaddingReport, SequenceBatcher,
-    SplitIndices, StreamBatcher, StreamChunk, TextCorpus, TokenSequence, Vocab,
+    random_chunks, read_lines, stream_chunks, ClassBatcher, Fractions, PaddingReport,
+    SequenceBatcher, SeriesBatch, SeriesBatcher, SplitIndices, StreamBatcher, StreamChunk,
+    TextCorpus, TokenSequence, Vocab,
 };
 
 use crate::checkpoint::{
     read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_CHECKPOINT, BEST_JSON,
     CHECKPOINT_DIR, METRICS_CSV,
 };
-use crate::config::{DataKind, ExperimentConfig, OptimizerKind};
+use crate::classification::{
+    classifier_config, confusion_matrix, prepare_classes, recall_lines, write_confusion, ClassData,
+    ClassifierModel, CLASSES_FILE, CONFUSION_FILE,
+};
+use crate::config::{DataKind, ExperimentConfig, OptimizerKind, Task};
 use crate::metrics::{TokenMetric, TokenMetricKind};
-use crate::model::{char_lm_config, LanguageModel, StreamLanguageModel};
+use crate::model::{char_lm_config, load_module, recorder, LanguageModel, StreamLanguageModel};
 use crate::output::TokenLossOutput;
+use crate::regression::{
+    prepare_series, regressor_config, RegressionModel, SeriesData, WindowSet, SERIES_FILE,
+};
 use crate::renderer::PlainRenderer;
 use crate::schedule::Schedule;
-use crate::strategy::EpochLoop;
 use crate::strategy::{CarryStep, SaveModel};
+use crate::strategy::{EpochLoop, LatestOnly, ResumeFrom};
 use crate::TrainError;
 
 /// File name of the config a run was trained with.
@@ -54,6 +63,46 @@ pub struct TrainOptions {
     pub tui: bool,
     /// Replace a run already in `artifacts`.
     pub overwrite: bool,
+    /// Continue the run in `artifacts` from its last finished epoch (see [`resume_point`]).
+    pub resume: bool,
+}
+
+/// Folder of the learner state (model, optimiser, schedule) of a run's latest epoch.
+pub const STATE_DIR: &str = "logs/checkpoint";
+
+/// The last finished epoch of the run in `dir`, if it can be resumed from it: its
+/// `metrics.csv` row, `best.json` and learner state (`logs/checkpoint/{model,optim,scheduler}-N.mpk`)
+/// must all be there.
+pub fn resume_point(dir: &Path) -> Result<usize, TrainError> {
+    let cannot = |reason: String| TrainError::CannotResume {
+        dir: dir.to_owned(),
+        reason,
+    };
+    if !dir.join(CONFIG_FILE).is_file() {
+        return Err(cannot(format!(
+            "it has no {CONFIG_FILE}: is it a run directory?"
+        )));
+    }
+    let rows = crate::checkpoint::read_metrics(dir).map_err(|_| {
+        cannot(format!(
+            "it has no readable {METRICS_CSV}: no epoch finished"
+        ))
+    })?;
+    let last = rows
+        .last()
+        .map(|r| r.epoch)
+        .ok_or_else(|| cannot(format!("{METRICS_CSV} has no epoch")))?;
+    read_best(dir)?;
+    for part in ["model", "optim", "scheduler"] {
+        let path = dir.join(STATE_DIR).join(format!("{part}-{last}.mpk"));
+        if !path.is_file() {
+            return Err(cannot(format!(
+                "the learner state of epoch {last} ({}) is missing",
+                path.display()
+            )));
+        }
+    }
+    Ok(last)
 }
 
 /// What a finished training run produced.
@@ -65,8 +114,8 @@ pub struct TrainSummary {
     pub best: BestCheckpoint,
     /// Every epoch's figures.
     pub epochs: Vec<EpochRecord>,
-    /// Validation loss of a unigram (character frequency) model fitted on the training split.
-    pub unigram_valid_loss: f64,
+    /// The baseline the run must beat.
+    pub baseline: Baseline,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
 }
@@ -189,7 +238,16 @@ pub fn ensure_free(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
 fn prepare_dir(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
     ensure_free(dir, overwrite)?;
     if dir.join(BEST_CHECKPOINT).exists() {
-        for f in [BEST_CHECKPOINT, BEST_JSON, METRICS_CSV, SPLIT_FILE] {
+        for f in [
+            BEST_CHECKPOINT,
+            BEST_JSON,
+            METRICS_CSV,
+            SPLIT_FILE,
+            CONFUSION_FILE,
+            CLASSES_FILE,
+            SERIES_FILE,
+            VOCAB_FILE,
+        ] {
             if dir.join(f).exists() {
                 std::fs::remove_file(dir.join(f)).map_err(TrainError::io(dir.join(f)))?;
             }
@@ -203,22 +261,101 @@ fn prepare_dir(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(TrainError::io(dir))
 }
 
-/// Trains the character model of `config` on `data` (from [`prepare_data`]), on backend `B`
-/// and device `device`.
+/// The prepared data of any task.
+#[derive(Debug, Clone)]
+pub enum TaskData {
+    /// Lines or a text, for a character language model.
+    Language(PreparedData),
+    /// A windowed series, for a regressor.
+    Series(SeriesData),
+    /// Labelled sequences, for a classifier.
+    Classes(ClassData),
+}
+
+impl From<PreparedData> for TaskData {
+    fn from(data: PreparedData) -> Self {
+        Self::Language(data)
+    }
+}
+
+/// Reads, checks and splits the `[data]` of `config` for its task; bad data fails here, before
+/// a run directory exists.
+pub fn prepare(config: &ExperimentConfig) -> Result<TaskData, TrainError> {
+    Ok(match config.task() {
+        Task::Language => TaskData::Language(prepare_data(config)?),
+        Task::Regression => TaskData::Series(prepare_series(config)?),
+        Task::Classification => TaskData::Classes(prepare_classes(config)?),
+    })
+}
+
+/// The figure a trained model must beat on the validation split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    /// What predicts: `unigram`, `mean predictor`, `class prior`.
+    pub name: &'static str,
+    /// Its validation loss, in the run's loss units.
+    pub valid_loss: f64,
+    /// Classification: the accuracy of always answering the majority class.
+    pub valid_accuracy: Option<f64>,
+}
+
+/// Trains the model of `config` on `data` (from [`prepare`], or a [`PreparedData`]), on
+/// backend `B` and device `device`.
 ///
-/// The run directory receives `config.toml`, `vocab.json`, `checkpoints/epoch-NNN-valid-L.mpk`,
-/// `best.mpk` + `best.json`, `metrics.csv`, and burn-train's logs under `logs/`.
+/// The run directory receives `config.toml`, the task's data files (`vocab.json`,
+/// `split.json`, `classes.json`, `series.json`), `checkpoints/epoch-NNN-valid-L.mpk`,
+/// `best.mpk` + `best.json`, `metrics.csv`, `loss.svg` (and `confusion.csv` for classifiers),
+/// and burn-train's logs under `logs/`.
 pub fn train<B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    data: impl Into<TaskData>,
+    options: &TrainOptions,
+    device: B::Device,
+) -> Result<TrainSummary, TrainError> {
+    let dir = &options.artifacts;
+    if options.resume {
+        let done = resume_point(dir)?;
+        if done >= config.train.epochs {
+            return Err(TrainError::CannotResume {
+                dir: dir.clone(),
+                reason: format!(
+                    "all {} epochs are done; pass --epochs N with N > {done} to train further",
+                    config.train.epochs
+                ),
+            });
+        }
+    } else {
+        prepare_dir(dir, options.overwrite)?;
+    }
+    std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
+        .map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
+    B::seed(&device, config.train.seed);
+    let (outcome, baseline) = match data.into() {
+        TaskData::Language(data) => train_language::<B>(config, data, options, device)?,
+        TaskData::Series(data) => train_series::<B>(config, data, options, device)?,
+        TaskData::Classes(data) => train_classes::<B>(config, data, options, device)?,
+    };
+    let best = read_best(dir)?;
+    Ok(TrainSummary {
+        dir: dir.clone(),
+        best,
+        epochs: outcome.0,
+        baseline,
+        stopped_early: outcome.1,
+    })
+}
+
+/// The epochs a run completed and whether early stopping ended it.
+type FitOutcome = (Vec<EpochRecord>, bool);
+
+fn train_language<B: AutodiffBackend>(
     config: &ExperimentConfig,
     data: PreparedData,
     options: &TrainOptions,
     device: B::Device,
-) -> Result<TrainSummary, TrainError> {
+) -> Result<(FitOutcome, Baseline), TrainError> {
     let model_config = char_lm_config(&config.model, data.vocab.len());
     let dir = &options.artifacts;
-    prepare_dir(dir, options.overwrite)?;
-    std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
-        .map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
     data.vocab.save(&dir.join(VOCAB_FILE))?;
     if let Some(split) = &data.split {
         split.save(&dir.join(SPLIT_FILE))?;
@@ -253,8 +390,12 @@ pub fn train<B: AutodiffBackend>(
         data.vocab.len(),
         unigram
     );
+    let baseline = Baseline {
+        name: "unigram",
+        valid_loss: unigram,
+        valid_accuracy: None,
+    };
 
-    B::seed(&device, config.train.seed);
     let lm = model_config.init::<B>(&device)?;
     let outcome = match data.streams {
         Some(streams) => {
@@ -300,14 +441,145 @@ pub fn train<B: AutodiffBackend>(
             fit(config, options, device, model, loaders, steps_per_epoch)?
         }
     };
-    let best = read_best(dir)?;
-    Ok(TrainSummary {
-        dir: dir.clone(),
-        best,
-        epochs: outcome.0,
-        unigram_valid_loss: unigram,
-        stopped_early: outcome.1,
-    })
+    Ok((outcome, baseline))
+}
+
+/// A loader of series windows: independent windows in batches of `batch_size` (shuffled with
+/// `shuffle`), or ready-made consecutive batches in order. Returns it with its batch count.
+fn window_loader<B: Backend>(
+    set: WindowSet,
+    batch_size: usize,
+    shuffle: Option<u64>,
+) -> (Arc<dyn DataLoader<B, SeriesBatch<B>>>, usize) {
+    match set {
+        WindowSet::Independent(windows) => {
+            let steps = windows.len().div_ceil(batch_size);
+            let mut builder = DataLoaderBuilder::new(SeriesBatcher).batch_size(batch_size);
+            if let Some(seed) = shuffle {
+                builder = builder.shuffle(seed);
+            }
+            (builder.build(InMemDataset::new(windows)), steps)
+        }
+        WindowSet::Consecutive(batches) => {
+            let steps = batches.len();
+            let loader = DataLoaderBuilder::new(FlattenBatcher::new(SeriesBatcher))
+                .batch_size(1)
+                .build(BatchedDataset::from_batches(batches));
+            (loader, steps)
+        }
+    }
+}
+
+fn train_series<B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    data: SeriesData,
+    options: &TrainOptions,
+    device: B::Device,
+) -> Result<(FitOutcome, Baseline), TrainError> {
+    data.info.save(&options.artifacts.join(SERIES_FILE))?;
+    let mean = data.mean_baseline();
+    let scale = data.info.standardizer;
+    tracing::info!(
+        "{} training and {} validation values ({} and {} targets), window {}, standardised \
+         (mean {:.4}, std {:.4}); validation MSE of the mean predictor {:.4}, of persistence {:.4}",
+        data.sizes.0,
+        data.sizes.1,
+        data.train.targets(),
+        data.valid.targets(),
+        data.info.window,
+        scale.mean,
+        scale.std,
+        mean,
+        data.persistence_baseline()
+    );
+    let model = RegressionModel::new(regressor_config(&config.model).init::<B>(&device)?, config);
+    let batch_size = config.train.batch_size;
+    let (loader_train, steps) = window_loader::<B>(data.train, batch_size, Some(config.train.seed));
+    let (loader_valid, _) = window_loader::<B::InnerBackend>(data.valid, batch_size, None);
+    let outcome = fit(
+        config,
+        options,
+        device,
+        model,
+        (loader_train, loader_valid),
+        steps,
+    )?;
+    let baseline = Baseline {
+        name: "mean predictor",
+        valid_loss: mean,
+        valid_accuracy: None,
+    };
+    Ok((outcome, baseline))
+}
+
+fn train_classes<B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    data: ClassData,
+    options: &TrainOptions,
+    device: B::Device,
+) -> Result<(FitOutcome, Baseline), TrainError> {
+    let dir = &options.artifacts;
+    data.vocab.save(&dir.join(VOCAB_FILE))?;
+    data.classes.save(&dir.join(CLASSES_FILE))?;
+    data.split.save(&dir.join(SPLIT_FILE))?;
+    let baseline = Baseline {
+        name: "class prior",
+        valid_loss: data.prior_loss(),
+        valid_accuracy: Some(data.majority_accuracy()),
+    };
+    tracing::info!(
+        "{} training and {} validation sequences in {} classes, vocabulary of {} tokens; \
+         majority-class accuracy {:.1}%, class-prior loss {:.4}",
+        data.train.len(),
+        data.valid.len(),
+        data.classes.len(),
+        data.vocab.len(),
+        100.0 * baseline.valid_accuracy.unwrap_or(0.0),
+        baseline.valid_loss
+    );
+    let model_config = classifier_config(&config.model, data.vocab.len(), data.classes.len());
+    let model = ClassifierModel {
+        model: model_config.init::<B>(&device)?,
+    };
+    let batcher = ClassBatcher::new(data.vocab.pad_id());
+    let batch_size = config.train.batch_size;
+    let steps = data.train.len().div_ceil(batch_size);
+    let loader_train = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(batch_size)
+        .shuffle(config.train.seed)
+        .build(InMemDataset::new(data.train));
+    let loader_valid = DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .build(InMemDataset::new(data.valid.clone()));
+    let outcome = fit(
+        config,
+        options,
+        device.clone(),
+        model,
+        (loader_train, loader_valid),
+        steps,
+    )?;
+
+    let best = load_module(
+        model_config.init::<B::InnerBackend>(&device)?,
+        &dir.join(BEST_CHECKPOINT),
+        &device,
+    )?;
+    let matrix = confusion_matrix(
+        &best,
+        &data.valid,
+        data.classes.len(),
+        data.vocab.pad_id(),
+        batch_size,
+        &device,
+    );
+    write_confusion(&dir.join(CONFUSION_FILE), &data.classes, &matrix)?;
+    tracing::info!(
+        "best.mpk on validation, per class (correct/total): {}; confusion matrix in {}",
+        recall_lines(&data.classes, &matrix).join(", "),
+        dir.join(CONFUSION_FILE).display()
+    );
+    Ok((outcome, baseline))
 }
 
 /// The loader of a model's training batches.
@@ -328,7 +600,7 @@ fn fit<B, M>(
     model: M,
     loaders: (TrainBatches<B, M>, ValidBatches<B, M>),
     steps_per_epoch: usize,
-) -> Result<(Vec<EpochRecord>, bool), TrainError>
+) -> Result<FitOutcome, TrainError>
 where
     B: AutodiffBackend,
     M: TrainStep<Output = TokenLossOutput<B>>
@@ -391,7 +663,7 @@ fn launch<B, M, O>(
     model: M,
     optim: O,
     (loader_train, loader_valid): (TrainBatches<B, M>, ValidBatches<B, M>),
-) -> Result<(Vec<EpochRecord>, bool), TrainError>
+) -> Result<FitOutcome, TrainError>
 where
     B: AutodiffBackend,
     M: TrainStep<Output = TokenLossOutput<B>>
@@ -404,21 +676,46 @@ where
         + CarryStep<<M::InnerModule as InferenceStep>::Input, TokenLossOutput<B::InnerBackend>>,
     O: Optimizer<M, B> + 'static,
 {
-    let keeper = CheckpointKeeper::new(&options.artifacts, config.train.keep_last);
+    let dir = &options.artifacts;
+    let (keeper, resume) = if options.resume {
+        let keeper = CheckpointKeeper::resume(dir, config.train.keep_last)?;
+        let epoch = resume_point(dir)?;
+        let best = keeper.best().map_or(epoch, |b| b.epoch);
+        let resume = ResumeFrom {
+            epoch,
+            since_best: epoch - best,
+            state_dir: dir.join(STATE_DIR),
+        };
+        (keeper, Some(resume))
+    } else {
+        (CheckpointKeeper::new(dir, config.train.keep_last), None)
+    };
     let patience = (config.train.patience > 0).then_some(config.train.patience);
-    let strategy = Arc::new(EpochLoop::<B>::new(device, keeper, patience));
-    let metric = TokenMetric::new;
+    let task = config.task();
+    let strategy = Arc::new(EpochLoop::<B>::new(device, task, keeper, patience, resume));
+    let shown: &[TokenMetricKind] = match task {
+        Task::Language => &[
+            TokenMetricKind::Loss,
+            TokenMetricKind::Perplexity,
+            TokenMetricKind::BitsPerChar,
+        ],
+        Task::Regression => &[TokenMetricKind::Loss, TokenMetricKind::MeanAbsError],
+        Task::Classification => &[TokenMetricKind::Loss, TokenMetricKind::Accuracy],
+    };
     let mut training =
-        SupervisedTraining::new(options.artifacts.join(LOG_DIR), loader_train, loader_valid)
-            .metrics((
-                metric(TokenMetricKind::Loss),
-                metric(TokenMetricKind::Perplexity),
-                metric(TokenMetricKind::BitsPerChar),
-            ))
-            .metric_train_numeric(LearningRateMetric::new())
-            .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
-            .with_application_logger(None)
-            .num_epochs(config.train.epochs);
+        SupervisedTraining::new(options.artifacts.join(LOG_DIR), loader_train, loader_valid);
+    for &kind in shown {
+        training = training
+            .metric_train_numeric(TokenMetric::new(kind))
+            .metric_valid_numeric(TokenMetric::new(kind));
+    }
+    let mut training = training
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_file_checkpointer(recorder())
+        .with_checkpointing_strategy(LatestOnly)
+        .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
+        .with_application_logger(None)
+        .num_epochs(config.train.epochs);
     if !options.tui {
         training = training.renderer(PlainRenderer::default());
     }

@@ -53,6 +53,12 @@ pub fn load_run<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<
         return Err(TrainError::NoCheckpoint(dir.to_owned()));
     }
     let config = ExperimentConfig::load(&dir.join(CONFIG_FILE))?;
+    if config.task() != crate::config::Task::Language {
+        return Err(TrainError::NotALanguageModel {
+            dir: dir.to_owned(),
+            task: config.task().name(),
+        });
+    }
     let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
     let fresh = char_lm_config(&config.model, vocab.len()).init::<B>(device)?;
     let expected = shapes(&fresh);
@@ -65,7 +71,7 @@ pub fn load_run<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<
             "{e} (the file is damaged or not a Burn .mpk record)"
         ))
     })?;
-    if record.body.kind() != config.model.kind {
+    if ember_nn::BodyKind::from(record.body.kind()) != config.model.kind {
         return Err(bad(format!(
             "it holds a {} model, but the run's config.toml says model.kind = \"{}\"",
             record.body.kind(),

@@ -6,19 +6,26 @@
 //! computes the validation loss itself from every batch and hands it to [`CheckpointKeeper`].
 //! It also carries recurrent state across batches for models that want it ([`CarryStep`]).
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use burn::data::dataloader::Progress;
 use burn::module::AutodiffModule;
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
+use burn::train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
+use burn::train::metric::store::EventStoreClient;
 use burn::train::{
-    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningComponentsTypes,
+    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearnerModelRecord,
+    LearnerOptimizerRecord, LearnerSchedulerRecord, LearningComponentsTypes,
     SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainOutput,
     TrainStep, TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
 };
 
 use crate::checkpoint::{CheckpointKeeper, EpochRecord};
+use crate::config::Task;
+use crate::model::recorder;
 use crate::output::{LossAccumulator, TokenLossOutput};
 use crate::TrainError;
 
@@ -43,6 +50,31 @@ pub trait CarryStep<I, O> {
     fn step_carry(&self, input: I, carry: Option<Self::Carry>) -> (O, Option<Self::Carry>);
 }
 
+/// Keeps only the latest epoch's learner state (model, optimiser, schedule) for `--resume`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LatestOnly;
+
+impl CheckpointingStrategy for LatestOnly {
+    fn checkpointing(&mut self, epoch: usize, _: &EventStoreClient) -> Vec<CheckpointingAction> {
+        let mut actions = vec![CheckpointingAction::Save];
+        if epoch > 1 {
+            actions.push(CheckpointingAction::Delete(epoch - 1));
+        }
+        actions
+    }
+}
+
+/// Where a resumed run picks up.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    /// The last completed epoch, whose learner state is restored.
+    pub epoch: usize,
+    /// Epochs since the best one, for early stopping.
+    pub since_best: usize,
+    /// Folder of the learner state files (`model-N.mpk`, `optim-N.mpk`, `scheduler-N.mpk`).
+    pub state_dir: PathBuf,
+}
+
 /// What the epoch loop leaves behind once `launch` returns.
 #[derive(Debug, Default)]
 pub struct LoopOutcome {
@@ -57,19 +89,30 @@ pub struct LoopOutcome {
 /// The custom training strategy (see the module docs).
 pub struct EpochLoop<B: AutodiffBackend> {
     device: B::Device,
+    task: Task,
     keeper: Mutex<CheckpointKeeper>,
     patience: Option<usize>,
+    resume: Option<ResumeFrom>,
     outcome: Mutex<LoopOutcome>,
 }
 
 impl<B: AutodiffBackend> EpochLoop<B> {
-    /// A loop on `device` that checkpoints through `keeper` and stops after `patience` epochs
-    /// without a better validation loss (never, with `None`).
-    pub fn new(device: B::Device, keeper: CheckpointKeeper, patience: Option<usize>) -> Self {
+    /// A loop on `device` for `task` that checkpoints through `keeper`, stops after
+    /// `patience` epochs without a better validation loss (never, with `None`), and, with
+    /// `resume`, continues a run from its last epoch's learner state.
+    pub fn new(
+        device: B::Device,
+        task: Task,
+        keeper: CheckpointKeeper,
+        patience: Option<usize>,
+        resume: Option<ResumeFrom>,
+    ) -> Self {
         Self {
             device,
+            task,
             keeper: Mutex::new(keeper),
             patience,
+            resume,
             outcome: Mutex::new(LoopOutcome::default()),
         }
     }
@@ -106,6 +149,36 @@ impl<B: AutodiffBackend> EpochLoop<B> {
     }
 }
 
+/// Loads the learner state of `epoch` from `dir` into `learner`.
+fn restore<LC: LearningComponentsTypes>(
+    learner: &mut Learner<LC>,
+    dir: &std::path::Path,
+    epoch: usize,
+    device: &burn::tensor::Device<LC::Backend>,
+) -> Result<(), TrainError> {
+    let path = |part: &str| dir.join(format!("{part}-{epoch}.mpk"));
+    let bad = |part: &str| {
+        let path = path(part);
+        move |e: burn::record::RecorderError| TrainError::BadCheckpoint {
+            path,
+            reason: format!("{e} (cannot resume from it; train again without --resume)"),
+        }
+    };
+    let model: LearnerModelRecord<LC> = recorder()
+        .load(path("model"), device)
+        .map_err(bad("model"))?;
+    let optim: LearnerOptimizerRecord<LC> = recorder()
+        .load(path("optim"), device)
+        .map_err(bad("optim"))?;
+    let schedule: LearnerSchedulerRecord<LC> = recorder()
+        .load(path("scheduler"), device)
+        .map_err(bad("scheduler"))?;
+    learner.load_model(model);
+    learner.load_optim(optim);
+    learner.load_scheduler(schedule);
+    Ok(())
+}
+
 type InnerBackend<LC> = <<LC as LearningComponentsTypes>::Backend as AutodiffBackend>::InnerBackend;
 
 impl<LC> SupervisedLearningStrategy<LC> for EpochLoop<LC::Backend>
@@ -130,12 +203,32 @@ where
     ) -> (TrainingModel<LC>, SupervisedTrainingEventProcessor<LC>) {
         let loader_train = loader_train.to_device(&self.device);
         let loader_valid = loader_valid.to_device(&self.device);
-        learner.fork(&self.device);
         let mut processor = components.event_processor;
         let interrupter = components.interrupter;
+        let mut checkpointer = components.checkpointer;
+        let event_store = components.event_store;
         let mut since_best = 0;
+        let mut first_epoch = starting_epoch;
+        if let Some(resume) = &self.resume {
+            if let Err(e) = restore(&mut learner, &resume.state_dir, resume.epoch, &self.device) {
+                self.outcome.lock().expect("outcome lock").error = Some(e);
+                return (learner.model(), processor);
+            }
+            first_epoch = resume.epoch + 1;
+            since_best = resume.since_best;
+            // Each pass over a shuffling loader draws the next order: replay the finished
+            // epochs' draws so the resumed epochs see the data as an uninterrupted run would.
+            for _ in 1..first_epoch {
+                drop(loader_train.iter());
+            }
+            tracing::info!(
+                "resumed after epoch {} (model, optimiser and schedule restored)",
+                resume.epoch
+            );
+        }
+        learner.fork(&self.device);
 
-        'epochs: for epoch in starting_epoch..=components.num_epochs {
+        'epochs: for epoch in first_epoch..=components.num_epochs {
             let started = Instant::now();
             let global = Progress::new(epoch, components.num_epochs);
 
@@ -149,13 +242,13 @@ where
                 let progress = batches.progress();
                 let (mut out, next) = learner.model().step_carry(batch, carry.take());
                 carry = next;
-                let loss = out.item.mean_nll();
-                if !loss.is_finite() {
-                    let err = self.non_finite("train", loss, epoch, iteration);
+                let figures = out.item.host();
+                if !figures.mean_nll.is_finite() {
+                    let err = self.non_finite("train", figures.mean_nll, epoch, iteration);
                     self.outcome.lock().expect("outcome lock").error = Some(err);
                     break 'epochs;
                 }
-                train.add(loss, out.item.tokens);
+                train.add_item(&figures);
                 learner.optimizer_step(out.grads);
                 let item = TrainingItem::new(
                     out.item,
@@ -185,22 +278,23 @@ where
                 let progress = batches.progress();
                 let (mut out, next) = model.step_carry(batch, carry.take());
                 carry = next;
-                let loss = out.mean_nll();
-                if !loss.is_finite() {
-                    let err = self.non_finite("valid", loss, epoch, iteration);
+                let figures = out.host();
+                if !figures.mean_nll.is_finite() {
+                    let err = self.non_finite("valid", figures.mean_nll, epoch, iteration);
                     self.outcome.lock().expect("outcome lock").error = Some(err);
                     break 'epochs;
                 }
-                valid.add(loss, out.tokens);
+                valid.add_item(&figures);
                 let item = TrainingItem::new(out, progress, global.clone(), Some(iteration), None);
                 processor.process_valid(LearnerEvent::ProcessedItem(item));
             }
             processor.process_valid(LearnerEvent::EndEpoch(epoch));
 
-            let mut record = EpochRecord::new(
+            let mut record = EpochRecord::of_task(
+                self.task,
                 epoch,
-                train.mean(),
-                valid.mean(),
+                &train,
+                &valid,
                 started.elapsed().as_secs_f64(),
             );
             record.train_tokens_per_second = train.tokens() as f64 / train_seconds;
@@ -211,12 +305,18 @@ where
                 .expect("keeper lock")
                 .on_epoch(&mut record, |path| trained.save_model(path));
             let mut outcome = self.outcome.lock().expect("outcome lock");
+            if saved.is_ok() {
+                if let Some(c) = checkpointer.as_mut() {
+                    c.checkpoint(&learner, epoch, &event_store);
+                }
+            }
             match saved {
                 Ok(is_best) => {
                     tracing::info!(
-                        "epoch {epoch}: train loss {:.4}, valid loss {:.4}{}; {:.0} tokens/s",
+                        "epoch {epoch}: train loss {:.4}, valid loss {:.4}{}{}; {:.0} tokens/s",
                         record.train_loss,
                         record.valid_loss,
+                        record.extra_figures(),
                         if is_best { " (best so far)" } else { "" },
                         record.train_tokens_per_second
                     );

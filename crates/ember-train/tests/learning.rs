@@ -31,6 +31,7 @@ fn learns_below_unigram_and_keeps_the_best_epoch() {
         artifacts: dir.path().join("run"),
         tui: false,
         overwrite: false,
+        resume: false,
     };
     let data = prepare_data(&config).unwrap();
     let summary = train::<Autodiff<NdArray>>(&config, data, &options, NdArrayDevice::Cpu).unwrap();
@@ -42,9 +43,9 @@ fn learns_below_unigram_and_keeps_the_best_epoch() {
         .map(|r| (r.epoch, r.valid_loss))
         .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
     assert!(
-        best_loss < summary.unigram_valid_loss - 0.2,
+        best_loss < summary.baseline.valid_loss - 0.2,
         "valid loss {best_loss} not below unigram {}",
-        summary.unigram_valid_loss
+        summary.baseline.valid_loss
     );
     // best.json goes through serde_json, whose default float parsing may be off by an ulp.
     assert_eq!(summary.best.epoch, best_epoch);

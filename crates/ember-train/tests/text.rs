@@ -28,6 +28,7 @@ fn stateful_text_model_learns_and_uses_its_state() {
         artifacts: dir.path().join("run"),
         tui: false,
         overwrite: false,
+        resume: false,
     };
     let prepared = prepare_data(&config).unwrap();
     let streams = prepared.streams.clone().expect("stateful text has streams");
@@ -35,10 +36,10 @@ fn stateful_text_model_learns_and_uses_its_state() {
     let summary =
         train::<Autodiff<NdArray>>(&config, prepared, &options, NdArrayDevice::Cpu).unwrap();
     assert!(
-        summary.best.valid_loss < summary.unigram_valid_loss - 0.3,
+        summary.best.valid_loss < summary.baseline.valid_loss - 0.3,
         "valid loss {} not below unigram {}",
         summary.best.valid_loss,
-        summary.unigram_valid_loss
+        summary.baseline.valid_loss
     );
 
     let device = NdArrayDevice::Cpu;

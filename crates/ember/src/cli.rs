@@ -35,6 +35,11 @@ pub struct TrainArgs {
     /// The experiment config (TOML).
     #[arg(long, default_value = "configs/names-lstm.toml")]
     pub config: PathBuf,
+    /// Continue the run in this directory from its last finished epoch, with its config,
+    /// optimiser and learning-rate schedule state and the same data order (`--epochs` may
+    /// raise the total).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "artifacts", "overwrite", "set"])]
+    pub resume: Option<PathBuf>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,

@@ -11,9 +11,9 @@ use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_train::checkpoint::BEST_CHECKPOINT;
-use ember_train::run::PreparedData;
+use ember_train::config::Task;
 use ember_train::{
-    EvalData, EvalReport, ExperimentConfig, SampleOptions, TrainOptions, TrainSummary,
+    EvalData, EvalReport, ExperimentConfig, SampleOptions, TaskData, TrainOptions, TrainSummary,
 };
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -39,9 +39,15 @@ fn filter() -> EnvFilter {
     })
 }
 
-/// Logs to `train.log` in the run directory, and to stderr unless the TUI owns the terminal.
-fn init_logging(log_file: &Path, tui: bool) -> anyhow::Result<()> {
-    let file = std::fs::File::create(log_file)
+/// Logs to `train.log` in the run directory (appending when `append`), and to stderr unless
+/// the TUI owns the terminal.
+fn init_logging(log_file: &Path, tui: bool, append: bool) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log_file)
         .with_context(|| format!("cannot create {}", log_file.display()))?;
     let to_file = tracing_subscriber::fmt::layer()
         .with_ansi(false)
@@ -74,10 +80,14 @@ fn default_run_dir(name: &str) -> PathBuf {
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let mut config = ExperimentConfig::load(&args.config)?
+    let config_path = match &args.resume {
+        Some(dir) => dir.join(ember_train::run::CONFIG_FILE),
+        None => args.config.clone(),
+    };
+    let mut config = ExperimentConfig::load(&config_path)?
         .with_overrides(&args.set)
         .map_err(|reason| ember_train::TrainError::Config {
-            path: args.config.clone(),
+            path: config_path.clone(),
             reason,
         })?;
     if let Some(epochs) = args.epochs {
@@ -87,25 +97,43 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     if args.backend == BackendKind::Wgpu {
         ensure_wgpu()?;
     }
-    // Bad data fails here, before a run directory exists.
-    let data = ember_train::run::prepare_data(&config)?;
-    let artifacts = args
-        .artifacts
-        .unwrap_or_else(|| default_run_dir(&config.name));
+    let artifacts = match (&args.resume, args.artifacts) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => dir,
+        (None, None) => default_run_dir(&config.name),
+    };
+    if args.resume.is_some() {
+        let done = ember_train::run::resume_point(&artifacts)?;
+        anyhow::ensure!(
+            done < config.train.epochs,
+            "{} already finished all {} epochs: pass --epochs N with N > {done} to train further",
+            artifacts.display(),
+            config.train.epochs
+        );
+    } else {
+        ember_train::run::ensure_free(&artifacts, args.overwrite)?;
+    }
+    // Bad data fails here, before a run directory is touched.
+    let data = ember_train::prepare(&config)?;
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     let options = TrainOptions {
         artifacts: artifacts.clone(),
         tui,
         overwrite: args.overwrite,
+        resume: args.resume.is_some(),
     };
-    ember_train::run::ensure_free(&artifacts, args.overwrite)?;
     std::fs::create_dir_all(&artifacts)
         .with_context(|| format!("cannot create run directory {}", artifacts.display()))?;
-    init_logging(&artifacts.join("train.log"), tui)?;
+    init_logging(&artifacts.join("train.log"), tui, options.resume)?;
     tracing::info!(
-        "training {} ({}) on {:?} into {}",
+        "{} {} ({}) on {:?} into {}",
+        if options.resume {
+            "resuming"
+        } else {
+            "training"
+        },
         config.name,
-        args.config.display(),
+        config_path.display(),
         args.backend,
         artifacts.display()
     );
@@ -117,34 +145,70 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             train_on::<Autodiff<Wgpu>>(&config, data, &options, WgpuDevice::default())?
         }
     };
-    report(&summary);
+    report(&summary, config.task());
     Ok(())
 }
 
 fn train_on<B: AutodiffBackend>(
     config: &ExperimentConfig,
-    data: PreparedData,
+    data: TaskData,
     options: &TrainOptions,
     device: B::Device,
 ) -> anyhow::Result<TrainSummary> {
     Ok(ember_train::train::<B>(config, data, options, device)?)
 }
 
-fn report(summary: &TrainSummary) {
+fn report(summary: &TrainSummary, task: Task) {
     let best = &summary.best;
+    let base = &summary.baseline;
+    let record = summary.epochs.iter().find(|r| r.epoch == best.epoch);
+    let figures = match task {
+        Task::Language => format!(
+            "valid loss {:.4}, perplexity {:.2}; unigram baseline {:.4}",
+            best.valid_loss,
+            best.valid_loss.exp(),
+            base.valid_loss
+        ),
+        Task::Regression => format!(
+            "valid MSE {:.4}, MAE {:.4} (standardised units); {} MSE {:.4}",
+            best.valid_loss,
+            record.and_then(|r| r.valid_mae).unwrap_or(f64::NAN),
+            base.name,
+            base.valid_loss
+        ),
+        Task::Classification => format!(
+            "valid loss {:.4}, accuracy {:.1}%; majority class {:.1}%, {} loss {:.4}",
+            best.valid_loss,
+            100.0 * record.and_then(|r| r.valid_accuracy).unwrap_or(f64::NAN),
+            100.0 * base.valid_accuracy.unwrap_or(f64::NAN),
+            base.name,
+            base.valid_loss
+        ),
+    };
     println!(
-        "best checkpoint: {} (epoch {}, valid loss {:.4}, perplexity {:.2}; unigram baseline {:.4}{})",
+        "best checkpoint: {} (epoch {}, {figures}{})",
         summary.dir.join(BEST_CHECKPOINT).display(),
         best.epoch,
-        best.valid_loss,
-        best.valid_loss.exp(),
-        summary.unigram_valid_loss,
-        if summary.stopped_early { "; stopped early" } else { "" }
+        if summary.stopped_early {
+            "; stopped early"
+        } else {
+            ""
+        }
     );
-    println!(
-        "sample from it: cargo xtask sample --run {} --n 20",
-        summary.dir.display()
-    );
+    match task {
+        Task::Language => println!(
+            "sample from it: cargo xtask sample --run {} --n 20",
+            summary.dir.display()
+        ),
+        Task::Classification => println!(
+            "validation confusion matrix: {}",
+            summary
+                .dir
+                .join(ember_train::classification::CONFUSION_FILE)
+                .display()
+        ),
+        Task::Regression => {}
+    }
 }
 
 fn sample(args: SampleArgs) -> anyhow::Result<()> {

@@ -1,0 +1,139 @@
+//! The series, seq2seq, scratch-RNN and classification configs of `configs/` train at tiny
+//! sizes and beat their baselines: the mean predictor for regression, the majority class (and
+//! the class prior's loss) for classification.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::ndarray::NdArrayDevice;
+use burn::backend::{Autodiff, NdArray};
+use ember_train::checkpoint::read_metrics;
+use ember_train::classification::CONFUSION_FILE;
+use ember_train::regression::{SeriesInfo, SERIES_FILE};
+use ember_train::{prepare, train, ExperimentConfig, TrainOptions, TrainSummary};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Trains `configs/<name>.toml` with `sets` applied, into a temporary run directory.
+fn train_config(name: &str, sets: &[String]) -> (tempfile::TempDir, TrainSummary) {
+    let config = ExperimentConfig::load(&root().join(format!("configs/{name}.toml")))
+        .unwrap()
+        .with_overrides(sets)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = TrainOptions {
+        artifacts: dir.path().join("run"),
+        tui: false,
+        overwrite: false,
+        resume: false,
+    };
+    let data = prepare(&config).unwrap();
+    let summary = train::<Autodiff<NdArray>>(&config, data, &options, NdArrayDevice::Cpu)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    (dir, summary)
+}
+
+fn sets(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn assert_beats_baseline(name: &str, summary: &TrainSummary, margin: f64) {
+    assert!(
+        summary.best.valid_loss < summary.baseline.valid_loss * margin,
+        "{name}: best valid loss {} not below {} × the {} baseline {}",
+        summary.best.valid_loss,
+        margin,
+        summary.baseline.name,
+        summary.baseline.valid_loss
+    );
+}
+
+#[test]
+fn last_step_regressors_beat_the_mean_predictor() {
+    let data = root().join("assets/sunspots_yearly.csv");
+    for name in ["series-lstm", "series-rnn"] {
+        let (_dir, summary) = train_config(
+            name,
+            &sets(&[
+                &format!("data.path={}", data.display()),
+                "model.hidden_size=16",
+                "train.epochs=12",
+            ]),
+        );
+        assert_eq!(summary.baseline.name, "mean predictor");
+        assert_beats_baseline(name, &summary, 0.5);
+        let rows = read_metrics(&summary.dir).unwrap();
+        assert!(rows.iter().all(|r| r.valid_mae.is_some()
+            && r.valid_perplexity.is_none()
+            && r.valid_accuracy.is_none()));
+        let info = SeriesInfo::load(&summary.dir.join(SERIES_FILE)).unwrap();
+        assert_eq!(info.window, 24);
+        assert!(info.standardizer.std > 10.0, "{info:?}");
+    }
+}
+
+#[test]
+fn stateful_seq2seq_and_scratch_rnn_beat_the_mean_predictor() {
+    let tiny = [
+        "data.generated.sequences=12",
+        "data.generated.length=200",
+        "data.window=25",
+        "model.hidden_size=16",
+        "train.epochs=6",
+        "train.batch_size=4",
+    ];
+    for name in ["sine-seq2seq", "scratch-rnn"] {
+        let (_dir, summary) = train_config(name, &sets(&tiny));
+        assert_beats_baseline(name, &summary, 0.3);
+    }
+}
+
+#[test]
+fn classifier_beats_the_majority_class_and_writes_a_confusion_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let languages = ["Russian", "Japanese", "Greek", "Italian"];
+    let sizes = [240, 80, 80, 80];
+    for (language, n) in languages.iter().zip(sizes) {
+        let text = std::fs::read_to_string(
+            root().join(format!("assets/names-by-language/{language}.txt")),
+        )
+        .unwrap();
+        let lines: Vec<&str> = text.lines().take(n).collect();
+        std::fs::write(dir.path().join(format!("{language}.txt")), lines.join("\n")).unwrap();
+    }
+    let (_run, summary) = train_config(
+        "names-language",
+        &sets(&[
+            &format!("data.path={}", dir.path().display()),
+            "data.valid_fraction=0.2",
+            "model.hidden_size=32",
+            "model.embed_dim=16",
+            "train.epochs=6",
+            "train.batch_size=16",
+            "train.patience=0",
+        ]),
+    );
+    let majority = summary.baseline.valid_accuracy.unwrap();
+    assert!((majority - 0.5).abs() < 0.02, "majority share {majority}");
+    let best = read_metrics(&summary.dir).unwrap()[summary.best.epoch - 1].clone();
+    let accuracy = best.valid_accuracy.unwrap();
+    assert!(
+        accuracy > majority + 0.15,
+        "accuracy {accuracy} vs majority {majority}"
+    );
+    assert_beats_baseline("names-language", &summary, 0.8);
+    let confusion = std::fs::read_to_string(summary.dir.join(CONFUSION_FILE)).unwrap();
+    let rows: Vec<&str> = confusion.lines().collect();
+    assert_eq!(rows.len(), 5, "{confusion}");
+    assert!(
+        rows[0].ends_with("Greek,Italian,Japanese,Russian"),
+        "{confusion}"
+    );
+    let counted: usize = rows[1..]
+        .iter()
+        .flat_map(|r| r.split(',').skip(1))
+        .map(|c| c.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(counted, 96, "every validation name is counted once");
+}
