@@ -37,6 +37,9 @@ pub enum TrainError {
     /// A run directory has no checkpoint to load.
     #[error("{0} holds no checkpoint (best.mpk): train first with `ember train --artifacts {0}`")]
     NoCheckpoint(PathBuf),
+    /// The learning-rate range test could not suggest a rate.
+    #[error("lr-find: {0}")]
+    RangeTest(String),
     /// A run cannot be resumed.
     #[error("cannot resume {dir}: {reason}")]
     CannotResume {

@@ -9,7 +9,7 @@
 //!   masked regression errors.
 //! - [`regression`]: series data, the regressor wrapper and its baselines.
 //! - [`classification`]: labelled data, the classifier wrapper, accuracy and the confusion matrix.
-//! - [`schedule`]: learning-rate schedules with warm-up.
+//! - [`schedule`]: learning-rate schedules with warm-up; [`lr_find`]: the learning-rate range test.
 //! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
 //! - [`sample`]: loading a run and generating text.
 //! - [`eval`]: a trained run's loss, perplexity and bits/char on a file.
@@ -22,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod import;
 pub mod loss;
+pub mod lr_find;
 pub mod metrics;
 pub mod model;
 pub mod output;

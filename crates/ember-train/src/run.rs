@@ -33,6 +33,7 @@ use crate::classification::{
     ClassifierModel, CLASSES_FILE, CONFUSION_FILE,
 };
 use crate::config::{DataKind, ExperimentConfig, OptimizerKind, Task};
+use crate::lr_find::{RangeReport, RangeSpec, RangeTest};
 use crate::metrics::{TokenMetric, TokenMetricKind};
 use crate::model::{char_lm_config, load_module, recorder, LanguageModel, StreamLanguageModel};
 use crate::output::TokenLossOutput;
@@ -40,7 +41,7 @@ use crate::regression::{
     prepare_series, regressor_config, RegressionModel, SeriesData, WindowSet, SERIES_FILE,
 };
 use crate::renderer::PlainRenderer;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, ScheduleKind};
 use crate::strategy::{CarryStep, SaveModel};
 use crate::strategy::{EpochLoop, LatestOnly, ResumeFrom};
 use crate::TrainError;
@@ -327,13 +328,9 @@ pub fn train<B: AutodiffBackend>(
     } else {
         prepare_dir(dir, options.overwrite)?;
     }
-    std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
-        .map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
-    B::seed(&device, config.train.seed);
-    let (outcome, baseline) = match data.into() {
-        TaskData::Language(data) => train_language::<B>(config, data, options, device)?,
-        TaskData::Series(data) => train_series::<B>(config, data, options, device)?,
-        TaskData::Classes(data) => train_classes::<B>(config, data, options, device)?,
+    let (fitted, baseline) = run_task::<B>(config, data.into(), options, device, &Mode::Train)?;
+    let Fitted::Trained(outcome) = fitted else {
+        unreachable!("training trains")
     };
     let best = read_best(dir)?;
     Ok(TrainSummary {
@@ -345,6 +342,64 @@ pub fn train<B: AutodiffBackend>(
     })
 }
 
+/// Runs the learning-rate range test of `spec` on the model and training data of `config`
+/// (see [`crate::lr_find`]); `options.artifacts` receives `lr_find.csv` and `lr_find.svg`.
+pub fn lr_find<B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    data: impl Into<TaskData>,
+    options: &TrainOptions,
+    device: B::Device,
+    spec: RangeSpec,
+) -> Result<RangeReport, TrainError> {
+    spec.validate().map_err(TrainError::RangeTest)?;
+    let dir = &options.artifacts;
+    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    let mode = Mode::RangeTest(spec);
+    let (fitted, _) = run_task::<B>(config, data.into(), options, device, &mode)?;
+    let Fitted::Probed(report) = fitted else {
+        unreachable!("a range test probes")
+    };
+    report.write(dir)?;
+    Ok(report)
+}
+
+/// Writes the run's config and data files, builds the task's model and loaders, and trains
+/// it (or probes learning rates) by `mode`.
+fn run_task<B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    data: TaskData,
+    options: &TrainOptions,
+    device: B::Device,
+    mode: &Mode,
+) -> Result<(Fitted, Baseline), TrainError> {
+    let dir = &options.artifacts;
+    std::fs::write(dir.join(CONFIG_FILE), config.to_toml())
+        .map_err(TrainError::io(dir.join(CONFIG_FILE)))?;
+    B::seed(&device, config.train.seed);
+    match data {
+        TaskData::Language(data) => train_language::<B>(config, data, options, device, mode),
+        TaskData::Series(data) => train_series::<B>(config, data, options, device, mode),
+        TaskData::Classes(data) => train_classes::<B>(config, data, options, device, mode),
+    }
+}
+
+/// Training, or a learning-rate range test.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// Train by the config: epochs, validation, checkpoints.
+    Train,
+    /// Sweep the learning rate over training batches.
+    RangeTest(RangeSpec),
+}
+
+/// What [`fit`] did.
+enum Fitted {
+    /// Trained: the epochs and whether early stopping ended them.
+    Trained(FitOutcome),
+    /// Probed learning rates.
+    Probed(RangeReport),
+}
+
 /// The epochs a run completed and whether early stopping ended it.
 type FitOutcome = (Vec<EpochRecord>, bool);
 
@@ -353,7 +408,8 @@ fn train_language<B: AutodiffBackend>(
     data: PreparedData,
     options: &TrainOptions,
     device: B::Device,
-) -> Result<(FitOutcome, Baseline), TrainError> {
+    mode: &Mode,
+) -> Result<(Fitted, Baseline), TrainError> {
     let model_config = char_lm_config(&config.model, data.vocab.len());
     let dir = &options.artifacts;
     data.vocab.save(&dir.join(VOCAB_FILE))?;
@@ -414,7 +470,15 @@ fn train_language<B: AutodiffBackend>(
                 .build(InMemDataset::new(streams.valid));
             let model = StreamLanguageModel { lm };
             let loaders = (loader_train, loader_valid);
-            fit(config, options, device, model, loaders, steps_per_epoch)?
+            fit(
+                config,
+                options,
+                device,
+                model,
+                loaders,
+                steps_per_epoch,
+                mode,
+            )?
         }
         None => {
             let batcher = SequenceBatcher::new(data.vocab.pad_id());
@@ -438,7 +502,15 @@ fn train_language<B: AutodiffBackend>(
                 .build(InMemDataset::new(data.valid));
             let model = LanguageModel { lm };
             let loaders = (loader_train, loader_valid);
-            fit(config, options, device, model, loaders, steps_per_epoch)?
+            fit(
+                config,
+                options,
+                device,
+                model,
+                loaders,
+                steps_per_epoch,
+                mode,
+            )?
         }
     };
     Ok((outcome, baseline))
@@ -475,7 +547,8 @@ fn train_series<B: AutodiffBackend>(
     data: SeriesData,
     options: &TrainOptions,
     device: B::Device,
-) -> Result<(FitOutcome, Baseline), TrainError> {
+    mode: &Mode,
+) -> Result<(Fitted, Baseline), TrainError> {
     data.info.save(&options.artifacts.join(SERIES_FILE))?;
     let mean = data.mean_baseline();
     let scale = data.info.standardizer;
@@ -503,6 +576,7 @@ fn train_series<B: AutodiffBackend>(
         model,
         (loader_train, loader_valid),
         steps,
+        mode,
     )?;
     let baseline = Baseline {
         name: "mean predictor",
@@ -517,7 +591,8 @@ fn train_classes<B: AutodiffBackend>(
     data: ClassData,
     options: &TrainOptions,
     device: B::Device,
-) -> Result<(FitOutcome, Baseline), TrainError> {
+    mode: &Mode,
+) -> Result<(Fitted, Baseline), TrainError> {
     let dir = &options.artifacts;
     data.vocab.save(&dir.join(VOCAB_FILE))?;
     data.classes.save(&dir.join(CLASSES_FILE))?;
@@ -558,8 +633,11 @@ fn train_classes<B: AutodiffBackend>(
         model,
         (loader_train, loader_valid),
         steps,
+        mode,
     )?;
-
+    if matches!(outcome, Fitted::Probed(_)) {
+        return Ok((outcome, baseline));
+    }
     let best = load_module(
         model_config.init::<B::InnerBackend>(&device)?,
         &dir.join(BEST_CHECKPOINT),
@@ -600,7 +678,8 @@ fn fit<B, M>(
     model: M,
     loaders: (TrainBatches<B, M>, ValidBatches<B, M>),
     steps_per_epoch: usize,
-) -> Result<FitOutcome, TrainError>
+    mode: &Mode,
+) -> Result<Fitted, TrainError>
 where
     B: AutodiffBackend,
     M: TrainStep<Output = TokenLossOutput<B>>
@@ -626,7 +705,18 @@ where
         total_steps: steps_per_epoch * t.epochs,
         taken: 0,
     };
-    let run = (config, options, device, schedule);
+    let schedule = match mode {
+        Mode::Train => schedule,
+        Mode::RangeTest(spec) => Schedule {
+            kind: ScheduleKind::RangeTest,
+            base: spec.min_lr,
+            gamma: spec.ratio(),
+            warmup_steps: 0,
+            total_steps: spec.steps,
+            ..schedule
+        },
+    };
+    let run = (config, options, device, schedule, mode);
     match config.train.optimizer {
         OptimizerKind::Adam => {
             let optim = AdamConfig::new()
@@ -659,11 +749,17 @@ where
 }
 
 fn launch<B, M, O>(
-    (config, options, device, schedule): (&ExperimentConfig, &TrainOptions, B::Device, Schedule),
+    (config, options, device, schedule, mode): (
+        &ExperimentConfig,
+        &TrainOptions,
+        B::Device,
+        Schedule,
+        &Mode,
+    ),
     model: M,
     optim: O,
     (loader_train, loader_valid): (TrainBatches<B, M>, ValidBatches<B, M>),
-) -> Result<FitOutcome, TrainError>
+) -> Result<Fitted, TrainError>
 where
     B: AutodiffBackend,
     M: TrainStep<Output = TokenLossOutput<B>>
@@ -676,23 +772,7 @@ where
         + CarryStep<<M::InnerModule as InferenceStep>::Input, TokenLossOutput<B::InnerBackend>>,
     O: Optimizer<M, B> + 'static,
 {
-    let dir = &options.artifacts;
-    let (keeper, resume) = if options.resume {
-        let keeper = CheckpointKeeper::resume(dir, config.train.keep_last)?;
-        let epoch = resume_point(dir)?;
-        let best = keeper.best().map_or(epoch, |b| b.epoch);
-        let resume = ResumeFrom {
-            epoch,
-            since_best: epoch - best,
-            state_dir: dir.join(STATE_DIR),
-        };
-        (keeper, Some(resume))
-    } else {
-        (CheckpointKeeper::new(dir, config.train.keep_last), None)
-    };
-    let patience = (config.train.patience > 0).then_some(config.train.patience);
     let task = config.task();
-    let strategy = Arc::new(EpochLoop::<B>::new(device, task, keeper, patience, resume));
     let shown: &[TokenMetricKind] = match task {
         Task::Language => &[
             TokenMetricKind::Loss,
@@ -711,21 +791,50 @@ where
     }
     let mut training = training
         .metric_train_numeric(LearningRateMetric::new())
-        .with_file_checkpointer(recorder())
-        .with_checkpointing_strategy(LatestOnly)
-        .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
         .with_application_logger(None)
         .num_epochs(config.train.epochs);
     if !options.tui {
         training = training.renderer(PlainRenderer::default());
     }
+    if let Mode::RangeTest(spec) = mode {
+        let strategy = Arc::new(RangeTest::new(spec.steps));
+        let training = training
+            .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
+            .num_epochs(1);
+        let LearningResult { model: _, renderer } =
+            training.launch(Learner::new(model, optim, schedule));
+        drop(renderer);
+        let (points, diverged) = strategy.take();
+        return RangeReport::from_points(points, diverged).map(Fitted::Probed);
+    }
+
+    let dir = &options.artifacts;
+    let (keeper, resume) = if options.resume {
+        let keeper = CheckpointKeeper::resume(dir, config.train.keep_last)?;
+        let epoch = resume_point(dir)?;
+        let best = keeper.best().map_or(epoch, |b| b.epoch);
+        let resume = ResumeFrom {
+            epoch,
+            since_best: epoch - best,
+            state_dir: dir.join(STATE_DIR),
+        };
+        (keeper, Some(resume))
+    } else {
+        (CheckpointKeeper::new(dir, config.train.keep_last), None)
+    };
+    let patience = (config.train.patience > 0).then_some(config.train.patience);
+    let strategy = Arc::new(EpochLoop::<B>::new(device, task, keeper, patience, resume));
+    let training = training
+        .with_file_checkpointer(recorder())
+        .with_checkpointing_strategy(LatestOnly)
+        .with_training_strategy(TrainingStrategy::Custom(strategy.clone()));
     let LearningResult { model: _, renderer } =
         training.launch(Learner::new(model, optim, schedule));
     drop(renderer);
     let outcome = strategy.take_outcome();
     match outcome.error {
         Some(e) => Err(e),
-        None => Ok((outcome.epochs, outcome.stopped_early)),
+        None => Ok(Fitted::Trained((outcome.epochs, outcome.stopped_early))),
     }
 }
 

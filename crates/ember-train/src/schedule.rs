@@ -19,6 +19,9 @@ pub enum ScheduleKind {
     Step,
     /// Multiply by `gamma` every epoch (`ExponentialLR`).
     Exponential,
+    /// The learning-rate range test: multiply by `gamma` every step (not a config value).
+    #[serde(skip)]
+    RangeTest,
 }
 
 /// A schedule over optimiser steps, with the run's length known up front.
@@ -62,6 +65,7 @@ impl Schedule {
                 self.base * self.gamma.powi((epoch / self.step_epochs.max(1)) as i32)
             }
             ScheduleKind::Exponential => self.base * self.gamma.powi(epoch as i32),
+            ScheduleKind::RangeTest => self.base * self.gamma.powi(s as i32),
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Turn a PyTorch character model's state_dict into a run directory.
     Import(ImportArgs),
+    /// Learning-rate range test: sweep the rate over training batches, plot the loss and
+    /// suggest a rate.
+    LrFind(LrFindArgs),
 }
 
 /// `ember train`.
@@ -123,6 +126,32 @@ pub struct ImportArgs {
     /// Replace a run already in --out.
     #[arg(long)]
     pub overwrite: bool,
+}
+
+/// `ember lr-find`.
+#[derive(Debug, Args)]
+pub struct LrFindArgs {
+    /// The experiment config (TOML): its data, model and optimiser are probed.
+    #[arg(long, default_value = "configs/names-lstm.toml")]
+    pub config: PathBuf,
+    /// Override any config key, as for `ember train` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// First learning rate of the sweep.
+    #[arg(long, default_value_t = 1e-6)]
+    pub min_lr: f64,
+    /// Last learning rate of the sweep.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_lr: f64,
+    /// Optimiser steps (batches) in the sweep; it stops early once the loss diverges.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Directory for lr_find.csv and lr_find.svg [default: runs/<config name>-lr-find].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    pub backend: BackendKind,
 }
 
 /// Prints a usage error as one line (help and version print as usual).

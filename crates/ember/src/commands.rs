@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_train::checkpoint::BEST_CHECKPOINT;
 use ember_train::config::Task;
+use ember_train::lr_find::{RangeSpec, LR_FIND_CSV, LR_FIND_SVG};
 use ember_train::{
     EvalData, EvalReport, ExperimentConfig, SampleOptions, TaskData, TrainOptions, TrainSummary,
 };
@@ -20,7 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::backend::{ensure_wgpu, BackendKind};
-use crate::cli::{Cli, Command, EvalArgs, ImportArgs, SampleArgs, TrainArgs};
+use crate::cli::{Cli, Command, EvalArgs, ImportArgs, LrFindArgs, SampleArgs, TrainArgs};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(args) => sample(args),
         Command::Eval(args) => eval(args),
         Command::Import(args) => import(args),
+        Command::LrFind(args) => lr_find(args),
     }
 }
 
@@ -272,6 +274,75 @@ fn eval_on<B: Backend>(
 ) -> anyhow::Result<EvalReport> {
     let loaded = ember_train::load_run::<B>(run, &device)?;
     Ok(ember_train::eval_run(&loaded, data, batch_size, &device)?)
+}
+
+fn lr_find(args: LrFindArgs) -> anyhow::Result<()> {
+    let config = ExperimentConfig::load(&args.config)?
+        .with_overrides(&args.set)
+        .map_err(|reason| ember_train::TrainError::Config {
+            path: args.config.clone(),
+            reason,
+        })?;
+    let spec = RangeSpec {
+        min_lr: args.min_lr,
+        max_lr: args.max_lr,
+        steps: args.steps,
+    };
+    spec.validate()
+        .map_err(ember_train::TrainError::RangeTest)?;
+    if args.backend == BackendKind::Wgpu {
+        ensure_wgpu()?;
+    }
+    let data = ember_train::prepare(&config)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| Path::new("runs").join(format!("{}-lr-find", config.name)));
+    let options = TrainOptions {
+        artifacts: out.clone(),
+        tui: false,
+        overwrite: true,
+        resume: false,
+    };
+    let report = match args.backend {
+        BackendKind::Ndarray => ember_train::run::lr_find::<Autodiff<NdArray>>(
+            &config,
+            data,
+            &options,
+            NdArrayDevice::Cpu,
+            spec,
+        )?,
+        BackendKind::Wgpu => ember_train::run::lr_find::<Autodiff<Wgpu>>(
+            &config,
+            data,
+            &options,
+            WgpuDevice::default(),
+            spec,
+        )?,
+    };
+    println!(
+        "suggested learning rate: {:.2e} (steepest fall of the smoothed loss); lowest loss at {:.2e}, \
+         so {:.2e} is the other common pick",
+        report.steepest,
+        report.lowest,
+        report.lowest / 10.0
+    );
+    println!(
+        "{} steps{}; plot: {}, table: {}",
+        report.points.len(),
+        if report.diverged {
+            ", stopped when the loss diverged"
+        } else {
+            ""
+        },
+        out.join(LR_FIND_SVG).display(),
+        out.join(LR_FIND_CSV).display()
+    );
+    println!(
+        "train with it: cargo xtask train --config {} --set train.learning_rate={:.2e}",
+        args.config.display(),
+        report.steepest
+    );
+    Ok(())
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<()> {

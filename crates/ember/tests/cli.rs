@@ -540,3 +540,134 @@ fn text_model_trains_samples_and_evaluates() {
     ];
     assert_one_line_error(&ember(&bad, dir.path()), &["bucket_by_length", "lines"]);
 }
+
+#[test]
+fn resume_continues_a_run_with_more_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 300);
+    let cfg = tiny_config(dir.path(), &data, "keep_last = 1\n");
+    let cfg = cfg.to_str().unwrap();
+    let train = ember(
+        &["train", "--config", cfg, "--artifacts", "run", "--no-tui"],
+        dir.path(),
+    );
+    stdout(&train);
+    let out = ember(&["train", "--resume", "run", "--no-tui"], dir.path());
+    assert_one_line_error(&out, &["run already finished all 1 epochs", "--epochs"]);
+    let resumed = stdout(&ember(
+        &["train", "--resume", "run", "--epochs", "3", "--no-tui"],
+        dir.path(),
+    ));
+    assert!(resumed.contains("best checkpoint"), "{resumed}");
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.csv")).unwrap();
+    let epochs: Vec<&str> = metrics
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(epochs, ["1", "2", "3"], "{metrics}");
+    let log = std::fs::read_to_string(dir.path().join("run/train.log")).unwrap();
+    assert!(log.contains("resumed after epoch 1"), "{log}");
+    assert!(
+        log.contains("epoch 1: train loss"),
+        "the log is appended to: {log}"
+    );
+    let config = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    assert!(config.contains("epochs = 3"), "{config}");
+    let out = ember(&["train", "--resume", "nowhere"], dir.path());
+    assert_one_line_error(&out, &["cannot read config", "nowhere"]);
+}
+
+#[test]
+fn lr_find_writes_a_plot_and_suggests_a_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 400);
+    let cfg = tiny_config(dir.path(), &data, "");
+    let out = stdout(&ember(
+        &[
+            "lr-find",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--steps",
+            "30",
+            "--min-lr",
+            "1e-5",
+            "--max-lr",
+            "10",
+            "--out",
+            "probe",
+        ],
+        dir.path(),
+    ));
+    let rate: f64 = out
+        .strip_prefix("suggested learning rate: ")
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!((1e-5..10.0).contains(&rate), "{out}");
+    let csv = std::fs::read_to_string(dir.path().join("probe/lr_find.csv")).unwrap();
+    assert!(csv.lines().count() > 10, "{csv}");
+    assert!(dir.path().join("probe/lr_find.svg").exists());
+    let out = ember(
+        &[
+            "lr-find",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--min-lr",
+            "1",
+            "--max-lr",
+            "0.1",
+        ],
+        dir.path(),
+    );
+    assert_one_line_error(&out, &["--min-lr", "--max-lr"]);
+}
+
+#[test]
+fn series_and_classifier_runs_train_and_refuse_sampling() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(&ember(
+        &[
+            "train",
+            "--config",
+            root.join("configs/series-rnn.toml").to_str().unwrap(),
+            "--set",
+            &format!(
+                "data.path={}",
+                root.join("assets/sunspots_yearly.csv").display()
+            ),
+            "--epochs",
+            "2",
+            "--artifacts",
+            "series",
+            "--no-tui",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        out.contains("valid MSE") && out.contains("mean predictor MSE"),
+        "{out}"
+    );
+    assert!(dir.path().join("series/series.json").exists());
+    let sample = ember(&["sample", "--run", "series"], dir.path());
+    assert_one_line_error(&sample, &["series-regression run", "language-model runs"]);
+    let out = ember(
+        &[
+            "train",
+            "--config",
+            root.join("configs/series-rnn.toml").to_str().unwrap(),
+            "--set",
+            "data.column=SUNSPOTS",
+            "--set",
+            &format!(
+                "data.path={}",
+                root.join("assets/sunspots_yearly.csv").display()
+            ),
+            "--artifacts",
+            "bad",
+        ],
+        dir.path(),
+    );
+    assert_one_line_error(&out, &["SUNSPOTS", "SUNACTIVITY"]);
+}
