@@ -135,6 +135,24 @@ pub(crate) fn uniform(hidden_size: usize) -> Initializer {
     }
 }
 
+/// `x Wᵀ` for `x [rows, in]` and `weight [out, in]`.
+///
+/// A product with `in == 1` or `out == 1` is computed as a broadcast multiply (and a sum)
+/// instead of a matmul: its gradient would be a matrix-vector product with a transposed
+/// operand, which CubeCL 0.10's autotuner routes to a kernel that refuses it (`MatVec plane
+/// parallel only supports row major lhs`), panicking the wgpu backend. Series models (one
+/// input feature, `proj_size = 1`, one output) hit exactly these shapes.
+pub fn times_transposed<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [out, input] = weight.dims();
+    if input == 1 {
+        x * weight.reshape([1, out])
+    } else if out == 1 {
+        (x * weight).sum_dim(1)
+    } else {
+        x.matmul(weight.transpose())
+    }
+}
+
 /// `x W_ihᵀ + Σ biases` for a time-major `x [T, batch, in]`, as one matmul.
 pub(crate) fn project<B: Backend>(
     x: Tensor<B, 3>,
@@ -142,9 +160,7 @@ pub(crate) fn project<B: Backend>(
     biases: &[&Option<Param<Tensor<B, 1>>>],
 ) -> Tensor<B, 3> {
     let [steps, batch, input] = x.dims();
-    let mut p = x
-        .reshape([steps * batch, input])
-        .matmul(weight_ih.val().transpose());
+    let mut p = times_transposed(x.reshape([steps * batch, input]), weight_ih.val());
     for b in biases.iter().copied().flatten() {
         p = p + b.val().unsqueeze_dim(0);
     }
@@ -158,7 +174,7 @@ pub(crate) fn recur<B: Backend>(
     weight_hh: &Param<Tensor<B, 2>>,
     bias_hh: Option<&Param<Tensor<B, 1>>>,
 ) -> Tensor<B, 2> {
-    let r = h.clone().matmul(weight_hh.val().transpose());
+    let r = times_transposed(h.clone(), weight_hh.val());
     match bias_hh {
         Some(b) => r + b.val().unsqueeze_dim(0),
         None => r,

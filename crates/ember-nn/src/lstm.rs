@@ -5,8 +5,8 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
 use crate::cell::{
-    load_gate_params, project, recur, split_gates, uniform, CellOptions, CellSpec, CellState,
-    GateWeights, RecurrentCell,
+    load_gate_params, project, recur, split_gates, times_transposed, uniform, CellOptions,
+    CellSpec, CellState, GateWeights, RecurrentCell,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
@@ -62,7 +62,7 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         let c = sigmoid(f) * c_prev + sigmoid(i) * g.tanh();
         let mut h = sigmoid(o) * c.clone().tanh();
         if let Some(w_hr) = &self.weight_hr {
-            h = h.matmul(w_hr.val().transpose());
+            h = times_transposed(h, w_hr.val());
         }
         CellState { h, c: Some(c) }
     }

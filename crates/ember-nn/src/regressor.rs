@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cell::times_transposed;
 use crate::layer::{AnyRecurrent, CellKind};
 use crate::recurrent::{RecurrentConfig, RecurrentState};
 use crate::rnn::Nonlinearity;
@@ -177,7 +178,7 @@ impl<B: Backend> SeriesRegressor<B> {
             SeriesBody::Stacked(layers) => {
                 let (h, state) = layers.forward(inputs, lengths, state);
                 let y = match &self.head {
-                    Some(head) => head.forward(self.dropout.forward(h)),
+                    Some(head) => linear(head, self.dropout.forward(h)),
                     None => h,
                 };
                 (y, state)
@@ -204,6 +205,20 @@ impl<B: Backend> SeriesRegressor<B> {
     }
 }
 
+/// `head.forward(x)` for `x [batch, seq, in]`, through [`times_transposed`] so that a
+/// one-value head avoids the matrix-vector kernels wgpu cannot run.
+fn linear<B: Backend>(head: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [batch, steps, input] = x.dims();
+    let weight = head.weight.val().transpose();
+    let out = weight.dims()[0];
+    let y = times_transposed(x.reshape([batch * steps, input]), weight);
+    let y = match &head.bias {
+        Some(b) => y + b.val().unsqueeze_dim(0),
+        None => y,
+    };
+    y.reshape([batch, steps, out])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +242,21 @@ mod tests {
         Tensor::cat(vec![a, b], 1)
             .into_data()
             .assert_approx_eq::<f32>(&whole.into_data(), Default::default());
+    }
+
+    #[test]
+    fn one_value_products_match_matmul() {
+        let device = Default::default();
+        let head = burn::nn::LinearConfig::new(5, 1).init::<NdArray>(&device);
+        let x = Tensor::<NdArray, 3>::random([2, 3, 5], Distribution::Default, &device);
+        linear(&head, x.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&head.forward(x).into_data(), Default::default());
+        let x = Tensor::<NdArray, 2>::random([4, 1], Distribution::Default, &device);
+        let w = Tensor::<NdArray, 2>::random([6, 1], Distribution::Default, &device);
+        times_transposed(x.clone(), w.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&x.matmul(w.transpose()).into_data(), Default::default());
     }
 
     #[test]

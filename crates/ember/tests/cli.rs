@@ -293,6 +293,49 @@ fn wgpu_smoke() {
     assert_eq!(samples.lines().count(), 3, "{samples}");
 }
 
+/// Series models on wgpu: one input feature, a one-value head and `proj_size = 1` make matmuls
+/// with a dimension of 1, whose gradients CubeCL's autotuner once sent to a kernel that panics.
+#[test]
+fn wgpu_series_models_train() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = format!(
+        "data.path={}",
+        root.join("assets/sunspots_yearly.csv").display()
+    );
+    for (config, sets) in [
+        ("series-lstm", vec![csv.as_str(), "model.hidden_size=8"]),
+        (
+            "sine-seq2seq",
+            vec![
+                "data.generated.sequences=4",
+                "data.generated.length=60",
+                "data.window=20",
+                "model.hidden_size=8",
+            ],
+        ),
+    ] {
+        let path = root.join(format!("configs/{config}.toml"));
+        let mut args = vec![
+            "train",
+            "--backend",
+            "wgpu",
+            "--config",
+            path.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--artifacts",
+            config,
+            "--no-tui",
+        ];
+        for set in &sets {
+            args.extend(["--set", set]);
+        }
+        let out = stdout(&ember(&args, dir.path()));
+        assert!(out.contains("valid MSE"), "{config}: {out}");
+    }
+}
+
 /// `ember import` of a PyTorch state_dict, then sampling from the imported run.
 #[test]
 fn import_then_sample() {
