@@ -81,8 +81,8 @@ pub struct RangeReport {
 }
 
 impl RangeReport {
-    /// Reads the suggestion off `points`: the steepest descent before the minimum (ignoring the
-    /// first tenth, where the average is still warming up).
+    /// Reads the suggestion off `points`: the steepest descent before the minimum, both looked
+    /// for after the first tenth of the sweep, where the average is still warming up.
     pub fn from_points(points: Vec<RangePoint>, diverged: bool) -> Result<Self, TrainError> {
         let usable = points.len();
         if usable < 5 {
@@ -90,12 +90,12 @@ impl RangeReport {
                 "the loss diverged after {usable} steps: lower --min-lr"
             )));
         }
-        let best = (0..usable)
+        // The first tenth is left out: the moving average is still dominated by a few batches.
+        let start = (usable / 10).max(1);
+        let best = (start..usable)
             .min_by(|&a, &b| points[a].smoothed.total_cmp(&points[b].smoothed))
-            .expect("points");
-        let start = usable / 10;
-        let steepest = (start.max(1)..=best.max(start.max(1)))
-            .filter(|&i| i < usable)
+            .expect("points after the warm-up");
+        let steepest = (start..=best)
             .min_by(|&a, &b| slope(&points, a).total_cmp(&slope(&points, b)))
             .map_or(points[best].lr, |i| points[i].lr);
         Ok(Self {
