@@ -30,6 +30,8 @@ pub enum TokenMetricKind {
     MeanAbsError,
     /// Classification: share of correct predictions.
     Accuracy,
+    /// Valid positions (tokens, time steps, sequences) per second of training step.
+    TokensPerSecond,
 }
 
 /// A token-weighted metric: batches count by their number of valid tokens, so padding never
@@ -41,6 +43,8 @@ pub struct TokenMetric {
     state: NumericMetricState,
     nll_sum: f64,
     tokens: usize,
+    /// Positions and step seconds timed since the epoch began.
+    timed: (usize, f64),
 }
 
 impl TokenMetric {
@@ -52,6 +56,7 @@ impl TokenMetric {
             TokenMetricKind::BitsPerChar => "Bits per char",
             TokenMetricKind::MeanAbsError => "MAE",
             TokenMetricKind::Accuracy => "Accuracy",
+            TokenMetricKind::TokensPerSecond => "Tokens/s",
         };
         Self {
             kind,
@@ -59,6 +64,7 @@ impl TokenMetric {
             state: NumericMetricState::new(),
             nll_sum: 0.0,
             tokens: 0,
+            timed: (0, 0.0),
         }
     }
 
@@ -88,6 +94,19 @@ impl TokenMetric {
     }
 }
 
+impl TokenMetric {
+    /// Throughput: the batch's positions over its step time (forward, backward, optimiser).
+    fn update_rate(&mut self, item: &TokenLoss) -> SerializedEntry {
+        let format = FormatOptions::new(self.name()).precision(0);
+        let seconds = item.seconds.unwrap_or(f64::NAN).max(1e-9);
+        if seconds.is_finite() {
+            self.timed = (self.timed.0 + item.tokens, self.timed.1 + seconds);
+        }
+        self.state
+            .update(item.tokens as f64 / seconds, item.tokens, format)
+    }
+}
+
 impl Metric for TokenMetric {
     type Input = TokenLoss;
 
@@ -104,6 +123,9 @@ impl Metric for TokenMetric {
     }
 
     fn update(&mut self, item: &TokenLoss, _meta: &MetricMetadata) -> SerializedEntry {
+        if self.kind == TokenMetricKind::TokensPerSecond {
+            return self.update_rate(item);
+        }
         self.nll_sum += item.mean_nll * item.tokens as f64;
         self.tokens += item.tokens;
         let mut format = FormatOptions::new(self.name()).precision(3);
@@ -129,6 +151,7 @@ impl Metric for TokenMetric {
         self.state.reset();
         self.nll_sum = 0.0;
         self.tokens = 0;
+        self.timed = (0, 0.0);
     }
 }
 
@@ -142,6 +165,10 @@ impl Numeric for TokenMetric {
             TokenMetricKind::Perplexity => NumericEntry::Aggregated {
                 aggregated_value: self.transform(self.nll_sum / self.tokens as f64),
                 count: self.tokens,
+            },
+            TokenMetricKind::TokensPerSecond => NumericEntry::Aggregated {
+                aggregated_value: self.timed.0 as f64 / self.timed.1.max(1e-9),
+                count: self.timed.0,
             },
             _ => self.state.running_value(),
         }

@@ -15,6 +15,8 @@ pub struct TokenLossOutput<B: Backend> {
     abs_error: Option<Tensor<B, 1>>,
     correct: Option<Tensor<B, 1>>,
     value: Option<TokenLoss>,
+    /// Wall time of the training step (forward, backward, optimiser), set by the epoch loop.
+    pub seconds: Option<f64>,
 }
 
 impl<B: Backend> TokenLossOutput<B> {
@@ -26,6 +28,7 @@ impl<B: Backend> TokenLossOutput<B> {
             abs_error: None,
             correct: None,
             value: None,
+            seconds: None,
         }
     }
 
@@ -52,6 +55,7 @@ impl<B: Backend> TokenLossOutput<B> {
             tokens: self.tokens,
             mean_abs_error: self.abs_error.as_ref().map(read),
             correct: self.correct.as_ref().map(read),
+            seconds: None,
         };
         self.value = Some(value);
         value
@@ -74,6 +78,8 @@ pub struct TokenLoss {
     pub mean_abs_error: Option<f64>,
     /// Classification: correct predictions among the positions.
     pub correct: Option<f64>,
+    /// Training: wall time of the step.
+    pub seconds: Option<f64>,
 }
 
 impl TokenLoss {
@@ -87,7 +93,10 @@ impl<B: Backend> ItemLazy for TokenLossOutput<B> {
     type ItemSync = TokenLoss;
 
     fn sync(mut self) -> TokenLoss {
-        self.host()
+        TokenLoss {
+            seconds: self.seconds,
+            ..self.host()
+        }
     }
 }
 

@@ -790,6 +790,7 @@ where
             .metric_valid_numeric(TokenMetric::new(kind));
     }
     let mut training = training
+        .metric_train_numeric(TokenMetric::new(TokenMetricKind::TokensPerSecond))
         .metric_train_numeric(LearningRateMetric::new())
         .with_application_logger(None)
         .num_epochs(config.train.epochs);

@@ -240,6 +240,7 @@ where
                 iteration += 1;
                 learner.lr_step();
                 let progress = batches.progress();
+                let step_started = Instant::now();
                 let (mut out, next) = learner.model().step_carry(batch, carry.take());
                 carry = next;
                 let figures = out.item.host();
@@ -250,6 +251,7 @@ where
                 }
                 train.add_item(&figures);
                 learner.optimizer_step(out.grads);
+                out.item.seconds = Some(step_started.elapsed().as_secs_f64());
                 let item = TrainingItem::new(
                     out.item,
                     progress,

@@ -1,6 +1,6 @@
-//! The series, seq2seq, scratch-RNN and classification configs of `configs/` train at tiny
-//! sizes and beat their baselines: the mean predictor for regression, the majority class (and
-//! the class prior's loss) for classification.
+//! Every config of `configs/` trains at a tiny size and beats its baseline: the unigram model
+//! for language models, the mean predictor for regression, the majority class (and the class
+//! prior's loss) for classification.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +47,54 @@ fn assert_beats_baseline(name: &str, summary: &TrainSummary, margin: f64) {
         summary.baseline.name,
         summary.baseline.valid_loss
     );
+}
+
+/// The first `chars` characters of a shipped file, in a file of their own.
+fn slice_of(asset: &str, chars: usize, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join(asset)).unwrap();
+    let end = text
+        .char_indices()
+        .nth(chars)
+        .map_or(text.len(), |(i, _)| i);
+    let path = dir.join(Path::new(asset).file_name().unwrap());
+    std::fs::write(&path, &text[..end]).unwrap();
+    path
+}
+
+#[test]
+fn language_configs_beat_the_unigram_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = slice_of("assets/names.txt", 12_000, dir.path());
+    for name in ["names-lstm", "names-gru", "names-rnn"] {
+        let (_run, summary) = train_config(
+            name,
+            &sets(&[
+                &format!("data.path={}", names.display()),
+                "model.hidden_size=32",
+                "model.embed_dim=16",
+                "train.epochs=3",
+                "train.batch_size=32",
+                "train.learning_rate=0.01",
+            ]),
+        );
+        assert_eq!(summary.baseline.name, "unigram");
+        assert_beats_baseline(name, &summary, 0.9);
+    }
+    let text = slice_of("assets/tinyshakespeare.txt", 30_000, dir.path());
+    let (_run, summary) = train_config(
+        "shakespeare-lstm",
+        &sets(&[
+            &format!("data.path={}", text.display()),
+            "data.seq_len=40",
+            "model.hidden_size=48",
+            "model.num_layers=1",
+            "model.dropout=0.0",
+            "train.epochs=3",
+            "train.batch_size=16",
+            "train.learning_rate=0.01",
+        ]),
+    );
+    assert_beats_baseline("shakespeare-lstm", &summary, 0.9);
 }
 
 #[test]
