@@ -13,13 +13,14 @@
 //! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
 //! - [`sample`]: loading a run and generating text.
 //! - [`eval`]: a trained run's loss, perplexity and bits/char on a file.
-//! - [`import`]: a PyTorch character model into a run directory.
+//! - [`import`]: a PyTorch character model into a run directory; [`export`]: back to PyTorch.
 
 pub mod checkpoint;
 pub mod classification;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod import;
 pub mod loss;
 pub mod lr_find;

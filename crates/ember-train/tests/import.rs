@@ -134,3 +134,37 @@ fn broken_files_name_the_tensor() {
         "a failed import must not leave a run directory"
     );
 }
+
+/// Import → export gives back every tensor of the PyTorch file, under the same name and shape.
+#[test]
+fn export_round_trips_the_pytorch_state_dict() {
+    let device = NdArrayDevice::Cpu;
+    for (file, model) in [
+        ("char_lstm.safetensors", ""),
+        ("char_gru.safetensors", "kind = \"gru\"\n"),
+        (
+            "char_rnn_relu.safetensors",
+            "kind = \"rnn\"\nnonlinearity = \"relu\"\n",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        import_as(file, model, &out).unwrap();
+        let run = load_run::<NdArray>(&out, &device).unwrap();
+        let exported = dir.path().join("exported.safetensors");
+        let written = ember_train::export::export_safetensors(&run.model, &exported).unwrap();
+        let original = ember_train::import::read_torch_file(&fixtures().join(file)).unwrap();
+        let back = ember_train::import::read_torch_file(&exported).unwrap();
+        assert_eq!(written, original.len(), "{file}");
+        assert_eq!(
+            back.keys().collect::<Vec<_>>(),
+            original.keys().collect::<Vec<_>>(),
+            "{file}"
+        );
+        for (name, (shape, values)) in &original {
+            let (s, v) = &back[name];
+            assert_eq!(s, shape, "{file}: {name}");
+            assert_eq!(v, values, "{file}: {name} must round-trip exactly");
+        }
+    }
+}

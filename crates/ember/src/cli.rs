@@ -27,6 +27,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Turn a PyTorch character model's state_dict into a run directory.
     Import(ImportArgs),
+    /// Write a run's character model as a PyTorch state_dict (safetensors).
+    Export(ExportArgs),
     /// Learning-rate range test: sweep the rate over training batches, plot the loss and
     /// suggest a rate.
     LrFind(LrFindArgs),
@@ -124,6 +126,20 @@ pub struct ImportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Replace a run already in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `ember export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run directory (holding best.mpk, config.toml, vocab.json).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The safetensors file to write (names `embed.*`, `rnn.*`, `head.*`, PyTorch layouts).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Replace an existing file.
     #[arg(long)]
     pub overwrite: bool,
 }

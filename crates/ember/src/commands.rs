@@ -21,7 +21,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::backend::{ensure_wgpu, BackendKind};
-use crate::cli::{Cli, Command, EvalArgs, ImportArgs, LrFindArgs, SampleArgs, TrainArgs};
+use crate::cli::{
+    Cli, Command, EvalArgs, ExportArgs, ImportArgs, LrFindArgs, SampleArgs, TrainArgs,
+};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -31,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval(args),
         Command::Import(args) => import(args),
         Command::LrFind(args) => lr_find(args),
+        Command::Export(args) => export(args),
     }
 }
 
@@ -341,6 +344,22 @@ fn lr_find(args: LrFindArgs) -> anyhow::Result<()> {
         "train with it: cargo xtask train --config {} --set train.learning_rate={:.2e}",
         args.config.display(),
         report.steepest
+    );
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.overwrite || !args.to.exists(),
+        "{} exists: pass --overwrite to replace it",
+        args.to.display()
+    );
+    let loaded = ember_train::load_run::<NdArray>(&args.run, &NdArrayDevice::Cpu)?;
+    let count = ember_train::export::export_safetensors(&loaded.model, &args.to)?;
+    println!(
+        "wrote {count} tensors of {} to {} (PyTorch names: embed.*, rnn.*, head.*)",
+        args.run.join(BEST_CHECKPOINT).display(),
+        args.to.display()
     );
     Ok(())
 }

@@ -372,6 +372,17 @@ fn import_then_sample() {
     assert_eq!(samples.lines().count(), 3, "{samples}");
     assert_one_line_error(&ember(&args, dir.path()), &["already holds a trained run"]);
 
+    let export = ["export", "--run", "run", "--to", "back.safetensors"];
+    let out = stdout(&ember(&export, dir.path()));
+    assert!(out.starts_with("wrote "), "{out}");
+    let original = std::fs::metadata(fixtures.join("char_lstm.safetensors")).unwrap();
+    let back = std::fs::metadata(dir.path().join("back.safetensors")).unwrap();
+    assert!(back.len() > original.len() / 2, "{} bytes", back.len());
+    assert_one_line_error(
+        &ember(&export, dir.path()),
+        &["back.safetensors exists", "--overwrite"],
+    );
+
     let bad = fixtures.join("char_lstm_badshape.safetensors");
     let args = [
         "import",
