@@ -56,7 +56,8 @@ impl TokenMetric {
             TokenMetricKind::BitsPerChar => "Bits per char",
             TokenMetricKind::MeanAbsError => "MAE",
             TokenMetricKind::Accuracy => "Accuracy",
-            TokenMetricKind::TokensPerSecond => "Tokens/s",
+            // Metric names become file names under logs/: no slash.
+            TokenMetricKind::TokensPerSecond => "Tokens per second",
         };
         Self {
             kind,
