@@ -18,6 +18,7 @@ use crate::config::{ExperimentConfig, ModelConfig};
 use crate::loss::masked_cross_entropy;
 use crate::model::{save_module, stateless_carry};
 use crate::output::TokenLossOutput;
+use crate::run::missing_as_config_error;
 use crate::strategy::SaveModel;
 use crate::TrainError;
 
@@ -74,10 +75,7 @@ impl ClassData {
 
 /// Reads the class directory of `config` and splits it, stratified by class.
 pub fn prepare_classes(config: &ExperimentConfig) -> Result<ClassData, TrainError> {
-    let data = LabelledData::read_dir(&config.data.path).map_err(|e| match e {
-        ember_data::DataError::NotFound { path } => TrainError::DataFileMissing(path),
-        other => other.into(),
-    })?;
+    let data = LabelledData::read_dir(&config.data.path).map_err(missing_as_config_error)?;
     let samples = data.encode(&data.vocab)?;
     let split = stratified_split(
         &data.labels(),

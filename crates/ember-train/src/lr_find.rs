@@ -193,8 +193,8 @@ fn slope(points: &[RangePoint], i: usize) -> f64 {
 /// training loader), no validation, no checkpoint.
 pub struct RangeTest {
     steps: usize,
-    points: Mutex<Vec<RangePoint>>,
-    diverged: Mutex<bool>,
+    /// The steps taken and whether the loss diverged.
+    result: Mutex<(Vec<RangePoint>, bool)>,
 }
 
 impl RangeTest {
@@ -202,17 +202,13 @@ impl RangeTest {
     pub fn new(steps: usize) -> Self {
         Self {
             steps,
-            points: Mutex::new(Vec::new()),
-            diverged: Mutex::new(false),
+            result: Mutex::new((Vec::new(), false)),
         }
     }
 
     /// What the test recorded.
     pub fn take(&self) -> (Vec<RangePoint>, bool) {
-        (
-            std::mem::take(&mut *self.points.lock().expect("points lock")),
-            *self.diverged.lock().expect("diverged lock"),
-        )
+        std::mem::take(&mut *self.result.lock().expect("result lock"))
     }
 }
 
@@ -273,8 +269,7 @@ where
             }
         }
         processor.process_train(LearnerEvent::EndEpoch(1));
-        *self.points.lock().expect("points lock") = points;
-        *self.diverged.lock().expect("diverged lock") = diverged;
+        *self.result.lock().expect("result lock") = (points, diverged);
         (learner.model(), processor)
     }
 }

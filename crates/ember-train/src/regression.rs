@@ -18,6 +18,7 @@ use crate::config::{ExperimentConfig, ModelConfig, SeriesTarget};
 use crate::loss::masked_regression_errors;
 use crate::model::save_module;
 use crate::output::TokenLossOutput;
+use crate::run::missing_as_config_error;
 use crate::strategy::{CarryStep, SaveModel};
 use crate::TrainError;
 
@@ -147,10 +148,8 @@ pub fn prepare_series(config: &ExperimentConfig) -> Result<SeriesData, TrainErro
         .apply(&waves);
         (split.train, split.valid)
     } else {
-        let values = read_csv_column(&d.path, &d.column, d.missing).map_err(|e| match e {
-            ember_data::DataError::NotFound { path } => TrainError::DataFileMissing(path),
-            other => other.into(),
-        })?;
+        let values =
+            read_csv_column(&d.path, &d.column, d.missing).map_err(missing_as_config_error)?;
         let split = positional_split(values.len(), Fractions::valid(d.valid_fraction), &what)?;
         let start = split.valid[0];
         let context = match d.target {

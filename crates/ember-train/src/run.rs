@@ -145,7 +145,9 @@ pub struct TextStreams {
     pub valid: Vec<StreamChunk>,
 }
 
-fn missing_as_config_error(e: ember_data::DataError) -> TrainError {
+/// A data file that does not exist is a config problem (`data.path`); other data errors pass
+/// through.
+pub(crate) fn missing_as_config_error(e: ember_data::DataError) -> TrainError {
     match e {
         ember_data::DataError::NotFound { path } => TrainError::DataFileMissing(path),
         other => other.into(),
