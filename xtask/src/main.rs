@@ -16,10 +16,10 @@ use std::process::{Command, ExitCode};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some(cmd @ ("train" | "sample" | "eval" | "lr-find")) => ember(cmd, &args[1..]),
+        Some(cmd @ ("train" | "sample" | "eval" | "predict" | "inspect" | "export" | "lr-find")) => ember(cmd, &args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench-layer") => bench_layer(&args[1..]),
-        _ => Err("usage: cargo xtask <train|sample|eval|lr-find|test|bench-layer> [ARGS] (train, sample, eval and lr-find take ember's arguments, e.g. --backend wgpu)".into()),
+        _ => Err("usage: cargo xtask <train|sample|eval|predict|inspect|export|lr-find|test|bench-layer> [ARGS] (all but test and bench-layer take ember's arguments, e.g. --backend wgpu)".into()),
     };
     match result {
         Ok(code) => code,

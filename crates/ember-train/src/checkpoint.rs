@@ -8,11 +8,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Task;
+use crate::model::RecordFormat;
 use crate::output::LossAccumulator;
 use crate::TrainError;
 
 /// File name of the best checkpoint in a run directory.
 pub const BEST_CHECKPOINT: &str = "best.mpk";
+/// The best model again, as Burnpack (burn-store), for Burn 0.22+ apps.
+pub const BEST_BURNPACK: &str = "best.bpk";
 /// File name of the best checkpoint's description in a run directory.
 pub const BEST_JSON: &str = "best.json";
 /// Folder of the per-epoch checkpoints in a run directory.
@@ -155,13 +158,15 @@ impl CheckpointKeeper {
         self.best.as_ref()
     }
 
-    /// Records an epoch: `save` writes its checkpoint to the path given; when its validation
-    /// loss is the lowest so far it becomes `best.mpk`. Files are replaced atomically, so an
-    /// interrupted run never leaves a broken `best.mpk`. Returns whether it is the new best.
+    /// Records an epoch: `save` writes its weights to the path given, in the format given;
+    /// the `.mpk` is the epoch's checkpoint. When its validation loss is the lowest so far it
+    /// becomes `best.mpk`, and is written as Burnpack to `best.bpk`. Files are replaced
+    /// atomically, so an interrupted run never leaves a broken best model. Returns whether it
+    /// is the new best.
     pub fn on_epoch(
         &mut self,
         record: &mut EpochRecord,
-        save: impl FnOnce(&Path) -> Result<(), String>,
+        save: impl Fn(&Path, RecordFormat) -> Result<(), String>,
     ) -> Result<bool, TrainError> {
         let name = format!(
             "epoch-{:03}-valid-{:.4}.mpk",
@@ -171,7 +176,7 @@ impl CheckpointKeeper {
         let path = self.dir.join(&relative);
         std::fs::create_dir_all(self.dir.join(CHECKPOINT_DIR))
             .map_err(TrainError::io(self.dir.join(CHECKPOINT_DIR)))?;
-        save(&path).map_err(|reason| TrainError::BadCheckpoint {
+        save(&path, RecordFormat::Mpk).map_err(|reason| TrainError::BadCheckpoint {
             path: path.clone(),
             reason,
         })?;
@@ -188,6 +193,9 @@ impl CheckpointKeeper {
             };
             replace_atomically(&self.dir.join(BEST_CHECKPOINT), |tmp| {
                 std::fs::copy(&path, tmp).map(|_| ())
+            })?;
+            replace_atomically(&self.dir.join(BEST_BURNPACK), |tmp| {
+                save(tmp, RecordFormat::Burnpack).map_err(std::io::Error::other)
             })?;
             let json = serde_json::to_string_pretty(&best).expect("serialisable");
             replace_atomically(&self.dir.join(BEST_JSON), |tmp| std::fs::write(tmp, json))?;
@@ -298,15 +306,19 @@ mod tests {
             let mut rec = EpochRecord::new(i + 1, 2.5, *loss, 0.1);
             let content = format!("epoch {}", i + 1);
             keeper
-                .on_epoch(&mut rec, |p| {
-                    std::fs::write(p, &content).map_err(|e| e.to_string())
+                .on_epoch(&mut rec, |p, format| {
+                    std::fs::write(p, format!("{content} {format:?}")).map_err(|e| e.to_string())
                 })
                 .unwrap();
             assert_eq!(rec.best, i <= 1);
         }
         assert_eq!(
             std::fs::read_to_string(dir.path().join(BEST_CHECKPOINT)).unwrap(),
-            "epoch 2"
+            "epoch 2 Mpk"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(BEST_BURNPACK)).unwrap(),
+            "epoch 2 Burnpack"
         );
         let best = read_best(dir.path()).unwrap();
         assert_eq!((best.epoch, best.valid_loss), (2, 1.5));

@@ -16,8 +16,8 @@ use ember_nn::{SequenceClassifier, SequenceClassifierConfig};
 
 use crate::config::{ExperimentConfig, ModelConfig};
 use crate::loss::masked_cross_entropy;
-use crate::model::{save_module, stateless_carry};
-use crate::output::TokenLossOutput;
+use crate::model::{save_module, stateless_carry, RecordFormat};
+use crate::output::{LossAccumulator, TokenLossOutput};
 use crate::run::missing_as_config_error;
 use crate::strategy::SaveModel;
 use crate::TrainError;
@@ -169,12 +169,13 @@ impl<B: Backend> InferenceStep for ClassifierModel<B> {
 stateless_carry!(ClassifierModel, ClassBatch);
 
 impl<B: Backend> SaveModel for ClassifierModel<B> {
-    fn save_model(&self, path: &Path) -> Result<(), String> {
-        save_module(&self.model, path)
+    fn save_model(&self, path: &Path, format: RecordFormat) -> Result<(), String> {
+        save_module(&self.model, path, format)
     }
 }
 
-/// `matrix[actual][predicted]` counts of `model` on `samples`, in batches of `batch_size`.
+/// `matrix[actual][predicted]` counts of `model` on `samples`, in batches of `batch_size`,
+/// with the loss and accuracy over them.
 pub fn confusion_matrix<B: Backend>(
     model: &SequenceClassifier<B>,
     samples: &[LabelledSequence],
@@ -182,15 +183,17 @@ pub fn confusion_matrix<B: Backend>(
     pad_id: usize,
     batch_size: usize,
     device: &B::Device,
-) -> Vec<Vec<usize>> {
+) -> (Vec<Vec<usize>>, LossAccumulator) {
     let batcher = ClassBatcher::new(pad_id);
     let wrapper = ClassifierModel {
         model: model.clone(),
     };
     let mut matrix = vec![vec![0usize; num_classes]; num_classes];
+    let mut acc = LossAccumulator::default();
     for chunk in samples.chunks(batch_size.max(1)) {
         let batch = batcher.batch(chunk.to_vec(), device);
-        let (_, predicted) = wrapper.forward_predict(batch);
+        let (mut out, predicted) = wrapper.forward_predict(batch);
+        acc.add_item(&out.host());
         let predicted: Vec<i64> = predicted
             .into_data()
             .convert::<i64>()
@@ -200,7 +203,7 @@ pub fn confusion_matrix<B: Backend>(
             matrix[s.label][p as usize] += 1;
         }
     }
-    matrix
+    (matrix, acc)
 }
 
 /// Writes `matrix` as CSV: a header `actual \ predicted,<class>...`, then one row per actual

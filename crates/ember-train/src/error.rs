@@ -56,6 +56,18 @@ pub enum TrainError {
         /// What the run learned.
         task: &'static str,
     },
+    /// A command was given a run of a task it does not handle.
+    #[error("{dir} holds a {task} run; {command} reads {wanted} runs")]
+    WrongTask {
+        /// The run directory.
+        dir: PathBuf,
+        /// What the run learned.
+        task: &'static str,
+        /// The command.
+        command: &'static str,
+        /// The tasks the command reads.
+        wanted: &'static str,
+    },
     /// A checkpoint could not be loaded or does not fit the run's config.
     #[error("cannot load checkpoint {path}: {reason}")]
     BadCheckpoint {

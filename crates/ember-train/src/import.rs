@@ -14,10 +14,11 @@ use burn_store::{ModuleStore, PytorchStore, SafetensorsStore};
 use ember_data::Vocab;
 use ember_nn::{CharLm, TorchTensors};
 
-use crate::checkpoint::{BestCheckpoint, BEST_CHECKPOINT, BEST_JSON};
-use crate::config::ExperimentConfig;
-use crate::model::{char_lm_config, recorder};
+use crate::checkpoint::{BestCheckpoint, BEST_BURNPACK, BEST_CHECKPOINT, BEST_JSON};
+use crate::config::{ExperimentConfig, Task};
+use crate::model::{char_lm_config, save_module, RecordFormat};
 use crate::run::{ensure_free, evaluate, prepare_data, CONFIG_FILE, VOCAB_FILE};
+use crate::run_dir::write_model_files;
 use crate::TrainError;
 
 /// Tensors of a PyTorch file: name → (shape, row-major f32 values).
@@ -223,9 +224,18 @@ pub fn import<B: Backend>(
     std::fs::write(out.join(CONFIG_FILE), config.to_toml())
         .map_err(TrainError::io(out.join(CONFIG_FILE)))?;
     vocab.save(&out.join(VOCAB_FILE))?;
-    model
-        .save_file(out.join(BEST_CHECKPOINT), &recorder())
-        .map_err(|e| bad(&out.join(BEST_CHECKPOINT), e.to_string()))?;
+    for (file, format) in [
+        (BEST_CHECKPOINT, RecordFormat::Mpk),
+        (BEST_BURNPACK, RecordFormat::Burnpack),
+    ] {
+        save_module(&model, &out.join(file), format).map_err(|e| bad(&out.join(file), e))?;
+    }
+    write_model_files(
+        out,
+        Task::Language,
+        "CharLm",
+        &char_lm_config(&config.model, vocab.len()),
+    )?;
     let best = BestCheckpoint {
         epoch: 0,
         valid_loss,

@@ -2,7 +2,8 @@
 //! checkpoints chosen by validation loss, and sampling from a trained run.
 //!
 //! - [`config`]: the TOML experiment config (`[data]`, `[model]`, `[train]`), validated on load.
-//! - [`run`]: data preparation and the training entry point [`run::train`].
+//! - [`run`]: data preparation and the training entry point [`run::train`]; [`run_dir`]: what a
+//!   run directory holds for other programs (`run.json`, `model.json`).
 //! - [`strategy`]: the epoch loop (exact validation loss, checkpoint policy, NaN stop).
 //! - [`checkpoint`]: per-epoch checkpoints, `best.mpk`, `metrics.csv`; [`plot`]: `loss.svg`.
 //! - [`model`]: the language-model wrappers and their loss; [`loss`]: masked cross-entropy and
@@ -12,7 +13,9 @@
 //! - [`schedule`]: learning-rate schedules with warm-up; [`lr_find`]: the learning-rate range test.
 //! - [`metrics`], [`output`], [`renderer`]: what the learner shows.
 //! - [`sample`]: loading a run and generating text.
-//! - [`eval`]: a trained run's loss, perplexity and bits/char on a file.
+//! - [`eval`]: a trained run's loss, perplexity and bits/char on a file; [`task_eval`]: the
+//!   same for series and classification runs; [`predict`]: autoregressive series forecasts;
+//!   [`inspect`]: parameters per layer and the char-rnn rule of thumb.
 //! - [`import`]: a PyTorch character model into a run directory; [`export`]: back to PyTorch.
 
 pub mod checkpoint;
@@ -22,21 +25,25 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod import;
+pub mod inspect;
 pub mod loss;
 pub mod lr_find;
 pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod plot;
+pub mod predict;
 pub mod regression;
 pub mod renderer;
 pub mod run;
+pub mod run_dir;
 pub mod sample;
 pub mod schedule;
 pub mod strategy;
+pub mod task_eval;
 
 pub use config::ExperimentConfig;
 pub use error::TrainError;
 pub use eval::{eval_run, EvalData, EvalReport};
 pub use run::{prepare, train, Baseline, TaskData, TrainOptions, TrainSummary};
-pub use sample::{load_run, sample, sample_run, LoadedRun, SampleOptions};
+pub use sample::{load_run, novelty, sample, sample_run, LoadedRun, Novelty, SampleOptions};

@@ -5,6 +5,7 @@
 use burn::module::Module;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use ember_data::{SequenceBatch, StreamBatch};
@@ -104,20 +105,45 @@ impl<B: Backend> InferenceStep for LanguageModel<B> {
 stateless_carry!(LanguageModel, SequenceBatch);
 
 impl<B: Backend> SaveModel for LanguageModel<B> {
-    fn save_model(&self, path: &std::path::Path) -> Result<(), String> {
-        save_module(&self.lm, path)
+    fn save_model(&self, path: &std::path::Path, format: RecordFormat) -> Result<(), String> {
+        save_module(&self.lm, path, format)
     }
 }
 
-/// Writes `module` to `path` with [`recorder`].
+/// The file formats a model is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// Burn's named MessagePack record at full precision (`.mpk`, [`recorder`]): what Burn
+    /// 0.21 apps load with `Module::load_file`, and what ember itself reads.
+    Mpk,
+    /// burn-store's Burnpack (`.bpk`): what Burn 0.22+ apps load, since they no longer read
+    /// `.mpk`. Tensor paths are the module's field paths, as in the `.mpk` record.
+    Burnpack,
+}
+
+/// Metadata key of the run format in a Burnpack file.
+pub const BURNPACK_FORMAT_KEY: &str = "ember.format";
+
+/// Writes `module` to `path` in `format` (replacing the file; the path is used as given, no
+/// extension is added).
 pub fn save_module<B: Backend, M: Module<B>>(
     module: &M,
     path: &std::path::Path,
+    format: RecordFormat,
 ) -> Result<(), String> {
-    module
-        .clone()
-        .save_file(path, &recorder())
-        .map_err(|e| e.to_string())
+    match format {
+        RecordFormat::Mpk => module
+            .clone()
+            .save_file(path, &recorder())
+            .map_err(|e| e.to_string()),
+        RecordFormat::Burnpack => {
+            let mut store = BurnpackStore::from_file(path)
+                .auto_extension(false)
+                .overwrite(true)
+                .metadata(BURNPACK_FORMAT_KEY, crate::run_dir::RUN_FORMAT);
+            module.save_into(&mut store).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// Loads the weights at `path` into `fresh`, a module built from the same config (so every
@@ -209,7 +235,7 @@ impl<B: Backend> CarryStep<StreamBatch<B>, TokenLossOutput<B>> for StreamLanguag
 }
 
 impl<B: Backend> SaveModel for StreamLanguageModel<B> {
-    fn save_model(&self, path: &std::path::Path) -> Result<(), String> {
-        save_module(&self.lm, path)
+    fn save_model(&self, path: &std::path::Path, format: RecordFormat) -> Result<(), String> {
+        save_module(&self.lm, path, format)
     }
 }

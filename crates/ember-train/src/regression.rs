@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ExperimentConfig, ModelConfig, SeriesTarget};
 use crate::loss::masked_regression_errors;
-use crate::model::save_module;
+use crate::model::{save_module, RecordFormat};
 use crate::output::TokenLossOutput;
 use crate::run::missing_as_config_error;
 use crate::strategy::{CarryStep, SaveModel};
@@ -98,18 +98,29 @@ impl SeriesData {
     /// Validation MSE (standardised units) of always predicting the training mean: the
     /// baseline a regressor must beat.
     pub fn mean_baseline(&self) -> f64 {
+        self.valid.mean_baseline()
+    }
+
+    /// Validation MSE of predicting each value by the one before it (persistence).
+    pub fn persistence_baseline(&self) -> f64 {
+        self.valid.persistence_baseline()
+    }
+}
+
+impl WindowSet {
+    /// MSE (standardised units) of always predicting the training mean, 0.
+    pub fn mean_baseline(&self) -> f64 {
         let (sum, n) = self
-            .valid
             .windows()
             .flat_map(|w| &w.target)
             .fold((0.0, 0usize), |(s, n), &t| (s + (t as f64).powi(2), n + 1));
         sum / n.max(1) as f64
     }
 
-    /// Validation MSE of predicting each value by the one before it (persistence).
+    /// MSE of predicting each value by the one before it (persistence).
     pub fn persistence_baseline(&self) -> f64 {
         let (mut sum, mut n) = (0.0, 0usize);
-        for w in self.valid.windows() {
+        for w in self.windows() {
             let offset = w.input.len() - w.target.len();
             for (i, &t) in w.target.iter().enumerate() {
                 sum += (t as f64 - w.input[offset + i] as f64).powi(2);
@@ -176,33 +187,16 @@ pub fn prepare_series(config: &ExperimentConfig) -> Result<SeriesData, TrainErro
     };
     let (train_scaled, valid_scaled) = (scale(&train), scale(&valid));
     let sizes = (all_train.len(), valid.iter().map(Vec::len).sum::<usize>());
-    let cut = |parts: &[Vec<f32>], part: &str| -> Result<WindowSet, TrainError> {
+    let cut = |parts: &[Vec<f32>], part: &str| {
         let what = format!("the {part} part of {what}");
-        match d.target {
-            SeriesTarget::Last => {
-                let mut all = Vec::new();
-                for p in parts {
-                    all.extend(last_step_windows(p, window, &what)?);
-                }
-                Ok(WindowSet::Independent(all))
-            }
-            SeriesTarget::Sequence => {
-                let per_sequence = parts
-                    .iter()
-                    .map(|p| consecutive_windows(p, window.min(p.len() - 1).max(1), &what))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if d.stateful {
-                    Ok(WindowSet::Consecutive(consecutive_batches(
-                        per_sequence,
-                        config.train.batch_size,
-                    )))
-                } else {
-                    Ok(WindowSet::Independent(
-                        per_sequence.into_iter().flatten().collect(),
-                    ))
-                }
-            }
-        }
+        let batch_size = config.train.batch_size;
+        cut_windows(
+            parts,
+            d.target,
+            window,
+            d.stateful.then_some(batch_size),
+            &what,
+        )
     };
     Ok(SeriesData {
         info: SeriesInfo {
@@ -215,6 +209,43 @@ pub fn prepare_series(config: &ExperimentConfig) -> Result<SeriesData, TrainErro
         valid: cut(&valid_scaled, "validation")?,
         sizes,
     })
+}
+
+/// Cuts standardised sequences into the windows a series model of `target` reads: for
+/// [`SeriesTarget::Last`], every `window` values with the next one as target; for
+/// [`SeriesTarget::Sequence`], consecutive windows with their values shifted by one as targets,
+/// batched in order for stateful models (`stateful_batch`: rows per batch).
+pub fn cut_windows(
+    parts: &[Vec<f32>],
+    target: SeriesTarget,
+    window: usize,
+    stateful_batch: Option<usize>,
+    what: &str,
+) -> Result<WindowSet, TrainError> {
+    match target {
+        SeriesTarget::Last => {
+            let mut all = Vec::new();
+            for p in parts {
+                all.extend(last_step_windows(p, window, what)?);
+            }
+            Ok(WindowSet::Independent(all))
+        }
+        SeriesTarget::Sequence => {
+            let per_sequence = parts
+                .iter()
+                .map(|p| consecutive_windows(p, window.min(p.len().saturating_sub(1)).max(1), what))
+                .collect::<Result<Vec<_>, _>>()?;
+            match stateful_batch {
+                Some(batch_size) => Ok(WindowSet::Consecutive(consecutive_batches(
+                    per_sequence,
+                    batch_size,
+                ))),
+                None => Ok(WindowSet::Independent(
+                    per_sequence.into_iter().flatten().collect(),
+                )),
+            }
+        }
+    }
 }
 
 /// The [`SeriesRegressorConfig`] of a `[model]` table: one value in, one value out per step.
@@ -330,7 +361,7 @@ impl<B: Backend> CarryStep<SeriesBatch<B>, TokenLossOutput<B>> for RegressionMod
 }
 
 impl<B: Backend> SaveModel for RegressionModel<B> {
-    fn save_model(&self, path: &std::path::Path) -> Result<(), String> {
-        save_module(&self.model, path)
+    fn save_model(&self, path: &std::path::Path, format: RecordFormat) -> Result<(), String> {
+        save_module(&self.model, path, format)
     }
 }

@@ -41,6 +41,7 @@ use crate::regression::{
     prepare_series, regressor_config, RegressionModel, SeriesData, WindowSet, SERIES_FILE,
 };
 use crate::renderer::PlainRenderer;
+use crate::run_dir::write_model_files;
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::strategy::{CarryStep, SaveModel};
 use crate::strategy::{EpochLoop, LatestOnly, ResumeFrom};
@@ -415,6 +416,7 @@ fn train_language<B: AutodiffBackend>(
     let model_config = char_lm_config(&config.model, data.vocab.len());
     let dir = &options.artifacts;
     data.vocab.save(&dir.join(VOCAB_FILE))?;
+    write_model_files(dir, Task::Language, "CharLm", &model_config)?;
     if let Some(split) = &data.split {
         split.save(&dir.join(SPLIT_FILE))?;
     }
@@ -552,6 +554,13 @@ fn train_series<B: AutodiffBackend>(
     mode: &Mode,
 ) -> Result<(Fitted, Baseline), TrainError> {
     data.info.save(&options.artifacts.join(SERIES_FILE))?;
+    let model_config = regressor_config(&config.model);
+    write_model_files(
+        &options.artifacts,
+        Task::Regression,
+        "SeriesRegressor",
+        &model_config,
+    )?;
     let mean = data.mean_baseline();
     let scale = data.info.standardizer;
     tracing::info!(
@@ -567,7 +576,7 @@ fn train_series<B: AutodiffBackend>(
         mean,
         data.persistence_baseline()
     );
-    let model = RegressionModel::new(regressor_config(&config.model).init::<B>(&device)?, config);
+    let model = RegressionModel::new(model_config.init::<B>(&device)?, config);
     let batch_size = config.train.batch_size;
     let (loader_train, steps) = window_loader::<B>(data.train, batch_size, Some(config.train.seed));
     let (loader_valid, _) = window_loader::<B::InnerBackend>(data.valid, batch_size, None);
@@ -615,6 +624,12 @@ fn train_classes<B: AutodiffBackend>(
         baseline.valid_loss
     );
     let model_config = classifier_config(&config.model, data.vocab.len(), data.classes.len());
+    write_model_files(
+        dir,
+        Task::Classification,
+        "SequenceClassifier",
+        &model_config,
+    )?;
     let model = ClassifierModel {
         model: model_config.init::<B>(&device)?,
     };
@@ -645,7 +660,7 @@ fn train_classes<B: AutodiffBackend>(
         &dir.join(BEST_CHECKPOINT),
         &device,
     )?;
-    let matrix = confusion_matrix(
+    let (matrix, _) = confusion_matrix(
         &best,
         &data.valid,
         data.classes.len(),

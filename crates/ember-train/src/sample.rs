@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::prelude::*;
 use burn::record::Recorder;
 use ember_data::Vocab;
@@ -15,6 +15,7 @@ use crate::checkpoint::BEST_CHECKPOINT;
 use crate::config::ExperimentConfig;
 use crate::model::{char_lm_config, recorder};
 use crate::run::{CONFIG_FILE, VOCAB_FILE};
+use crate::run_dir::{self, parameter_shapes, RunManifest};
 use crate::TrainError;
 
 /// A trained run read back from its directory.
@@ -28,21 +29,6 @@ pub struct LoadedRun<B: Backend> {
     pub vocab: Vocab,
     /// The model of `best.mpk`.
     pub model: CharLm<B>,
-}
-
-/// Shapes of every float parameter, in visiting order.
-struct Shapes(Vec<Vec<usize>>);
-
-impl<B: Backend> ModuleVisitor<B> for Shapes {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.0.push(param.val().dims().to_vec());
-    }
-}
-
-fn shapes<B: Backend>(model: &CharLm<B>) -> Vec<Vec<usize>> {
-    let mut s = Shapes(Vec::new());
-    model.visit(&mut s);
-    s.0
 }
 
 /// Loads `config.toml`, `vocab.json` and `best.mpk` of the run in `dir`, checking that the
@@ -59,9 +45,11 @@ pub fn load_run<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<
             task: config.task().name(),
         });
     }
+    RunManifest::read(dir)?;
     let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
-    let fresh = char_lm_config(&config.model, vocab.len()).init::<B>(device)?;
-    let expected = shapes(&fresh);
+    let model_config = run_dir::model_config(dir, || char_lm_config(&config.model, vocab.len()))?;
+    let fresh = model_config.init::<B>(device)?;
+    let expected = parameter_shapes(&fresh);
     let bad = |reason: String| TrainError::BadCheckpoint {
         path: best.clone(),
         reason,
@@ -71,15 +59,15 @@ pub fn load_run<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<
             "{e} (the file is damaged or not a Burn .mpk record)"
         ))
     })?;
-    if ember_nn::BodyKind::from(record.body.kind()) != config.model.kind {
+    if record.body.kind() != model_config.kind {
         return Err(bad(format!(
-            "it holds a {} model, but the run's config.toml says model.kind = \"{}\"",
+            "it holds a {} model, but the run's model.json says {}",
             record.body.kind(),
-            config.model.kind
+            model_config.kind
         )));
     }
     let model = fresh.load_record(record);
-    let found = shapes(&model);
+    let found = parameter_shapes(&model);
     if found != expected {
         return Err(bad(format!(
             "tensor shapes {found:?} do not match the run's config.toml and vocab.json ({expected:?})"
@@ -100,6 +88,8 @@ pub struct SampleOptions {
     pub n: usize,
     /// Softmax temperature (> 0): below 1 is more conservative, above 1 more adventurous.
     pub temperature: f64,
+    /// Draw only among the `top_k` most likely tokens (`None`: all of them).
+    pub top_k: Option<usize>,
     /// Text every sample starts with.
     pub prefix: String,
     /// Seed of the sampler: the same seed gives the same samples.
@@ -109,6 +99,49 @@ pub struct SampleOptions {
     /// The model was trained on continuous text (no `<s>`/`</s>`): start from the prefix (a
     /// newline when it is empty) and generate exactly `max_len` characters.
     pub continuous: bool,
+}
+
+/// How many samples are new: not a line of the run's training split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Novelty {
+    /// Samples not in the training split.
+    pub novel: usize,
+    /// Samples checked.
+    pub total: usize,
+    /// Distinct lines in the training split.
+    pub training_lines: usize,
+}
+
+impl Novelty {
+    /// The share of new samples, in `[0, 1]`.
+    pub fn share(&self) -> f64 {
+        self.novel as f64 / self.total.max(1) as f64
+    }
+}
+
+/// The novelty of `samples` against the training split of a line-data run (names): `None`
+/// for a text model, whose samples are not whole lines. Needs the run's data file.
+pub fn novelty<B: Backend>(
+    run: &LoadedRun<B>,
+    samples: &[String],
+) -> Result<Option<Novelty>, TrainError> {
+    if run.config.data.kind != crate::config::DataKind::Lines {
+        return Ok(None);
+    }
+    let data = crate::run::prepare_data(&run.config)?;
+    let training: std::collections::HashSet<String> = data
+        .train
+        .iter()
+        .map(|s| {
+            let inner = &s.tokens[1..s.tokens.len().saturating_sub(1).max(1)];
+            data.vocab.decode(inner)
+        })
+        .collect();
+    Ok(Some(Novelty {
+        novel: samples.iter().filter(|s| !training.contains(*s)).count(),
+        total: samples.len(),
+        training_lines: training.len(),
+    }))
 }
 
 /// [`sample`] from a loaded run, in the mode its data implies (lines or continuous text).
@@ -136,6 +169,11 @@ pub fn sample<B: Backend>(
             "--temperature must be a positive number, got {}",
             options.temperature
         )));
+    }
+    if options.top_k == Some(0) {
+        return Err(TrainError::BadOption(
+            "--top-k must be at least 1 (leave it out to draw from every character)".into(),
+        ));
     }
     if options.n == 0 {
         return Ok(Vec::new());
@@ -176,13 +214,7 @@ pub fn sample<B: Backend>(
             let id = if done[i] {
                 vocab.eos_id()
             } else {
-                draw(
-                    row,
-                    options.temperature,
-                    vocab,
-                    options.continuous,
-                    &mut rng,
-                )
+                draw(row, options, vocab, &mut rng)
             };
             if id == vocab.eos_id() {
                 done[i] = true;
@@ -200,24 +232,20 @@ pub fn sample<B: Backend>(
     Ok(generated.iter().map(|ids| vocab.decode(ids)).collect())
 }
 
-/// Draws a token from `softmax(logits / temperature)`, never `<pad>` or `<s>` (nor `</s>` for
-/// continuous text).
-fn draw(
-    logits: &[f32],
-    temperature: f64,
-    vocab: &Vocab,
-    continuous: bool,
-    rng: &mut StdRng,
-) -> usize {
-    let allowed = |id: usize| {
-        id != vocab.pad_id() && id != vocab.bos_id() && !(continuous && id == vocab.eos_id())
+/// Draws a token from `softmax(logits / temperature)` over the `top_k` most likely tokens,
+/// never `<pad>` or `<s>` (nor `</s>` for continuous text).
+fn draw(logits: &[f32], options: &SampleOptions, vocab: &Vocab, rng: &mut StdRng) -> usize {
+    let temperature = options.temperature;
+    let special = |id: usize| {
+        id == vocab.pad_id() || id == vocab.bos_id() || (options.continuous && id == vocab.eos_id())
     };
-    let max = logits
-        .iter()
-        .enumerate()
-        .filter(|&(id, _)| allowed(id))
-        .map(|(_, &l)| l as f64)
-        .fold(f64::NEG_INFINITY, f64::max);
+    let mut ranked: Vec<usize> = (0..logits.len()).filter(|&id| !special(id)).collect();
+    ranked.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    ranked.truncate(options.top_k.unwrap_or(usize::MAX));
+    let allowed = |id: usize| ranked.contains(&id);
+    let max = ranked
+        .first()
+        .map_or(f64::NEG_INFINITY, |&id| logits[id] as f64);
     let weights: Vec<f64> = logits
         .iter()
         .enumerate()

@@ -25,14 +25,14 @@ use burn::train::{
 
 use crate::checkpoint::{CheckpointKeeper, EpochRecord};
 use crate::config::Task;
-use crate::model::recorder;
+use crate::model::{recorder, RecordFormat};
 use crate::output::{LossAccumulator, TokenLossOutput};
 use crate::TrainError;
 
 /// A model whose weights the keeper can write as a checkpoint.
 pub trait SaveModel {
-    /// Writes the weights to `path` (a `.mpk` file).
-    fn save_model(&self, path: &std::path::Path) -> Result<(), String>;
+    /// Writes the weights to `path` in `format`.
+    fn save_model(&self, path: &std::path::Path, format: RecordFormat) -> Result<(), String>;
 }
 
 /// One step of a model that may carry recurrent state from one batch to the next (stateful
@@ -305,7 +305,7 @@ where
                 .keeper
                 .lock()
                 .expect("keeper lock")
-                .on_epoch(&mut record, |path| trained.save_model(path));
+                .on_epoch(&mut record, |path, format| trained.save_model(path, format));
             let mut outcome = self.outcome.lock().expect("outcome lock");
             if saved.is_ok() {
                 if let Some(c) = checkpointer.as_mut() {

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::NdArray;
 use burn::prelude::*;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use ember_nn::CharLmConfig;
+use ember_train::checkpoint::BEST_BURNPACK;
 use ember_train::import::import;
+use ember_train::run_dir::{RunManifest, MODEL_FILE, RUN_FORMAT};
 use ember_train::{load_run, ExperimentConfig};
 use serde_json::Value;
 
@@ -60,9 +64,31 @@ fn assert_reproduces(file: &str, model: &str, input: &[i64], want: &[f32]) {
     let run = load_run::<NdArray>(&out, &device).unwrap();
     let tokens =
         Tensor::<NdArray, 2, Int>::from_data(TensorData::new(input.to_vec(), [2, 4]), &device);
-    let (logits, _) = run.model.forward(tokens, None);
+    let (logits, _) = run.model.forward(tokens.clone(), None);
     let got: Vec<f32> = logits.into_data().iter::<f32>().collect();
     assert_eq!(got.len(), want.len());
+    // The run directory's other readers: model.json builds the model, best.bpk fills it
+    // (every tensor, nothing left over) with exactly the weights of best.mpk.
+    let manifest = RunManifest::read(&out).unwrap().unwrap();
+    assert_eq!(
+        (manifest.format.as_str(), manifest.module.as_str()),
+        (RUN_FORMAT, "CharLm")
+    );
+    let model_config = CharLmConfig::load(out.join(MODEL_FILE)).unwrap();
+    let mut from_bpk = model_config.init::<NdArray>(&device).unwrap();
+    let applied = from_bpk
+        .load_from(&mut BurnpackStore::from_file(out.join(BEST_BURNPACK)))
+        .unwrap();
+    assert!(
+        applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty(),
+        "{file}: {applied:?}"
+    );
+    let (logits, _) = from_bpk.forward(tokens, None);
+    let again: Vec<f32> = logits.into_data().iter::<f32>().collect();
+    assert_eq!(
+        again, got,
+        "{file}: best.bpk must hold the weights of best.mpk"
+    );
     let worst = got
         .iter()
         .zip(want)

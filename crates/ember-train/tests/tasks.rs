@@ -9,7 +9,8 @@ use burn::backend::{Autodiff, NdArray};
 use ember_train::checkpoint::read_metrics;
 use ember_train::classification::CONFUSION_FILE;
 use ember_train::regression::{SeriesInfo, SERIES_FILE};
-use ember_train::{prepare, train, ExperimentConfig, TrainOptions, TrainSummary};
+use ember_train::task_eval::{eval_classes, load_class_run};
+use ember_train::{prepare, train, EvalData, ExperimentConfig, TrainOptions, TrainSummary};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -184,4 +185,27 @@ fn classifier_beats_the_majority_class_and_writes_a_confusion_matrix() {
         .map(|c| c.parse::<usize>().unwrap())
         .sum();
     assert_eq!(counted, 96, "every validation name is counted once");
+
+    // `ember eval` of the run: the validation split gives training's best figures, and a
+    // directory of class files is scored with the run's classes.
+    let device = NdArrayDevice::Cpu;
+    let run = load_class_run::<NdArray>(&summary.dir, "eval", &device).unwrap();
+    let report = eval_classes(&run, &EvalData::RunValidation, 7, &device).unwrap();
+    assert_eq!(report.samples, 96);
+    assert!((report.accuracy - accuracy).abs() < 1e-9, "{report}");
+    assert!(
+        (report.loss - summary.best.valid_loss).abs() < 1e-4,
+        "{report}"
+    );
+    let greek = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("Greek.txt"), greek.path().join("Greek.txt")).unwrap();
+    let report = eval_classes(&run, &EvalData::File(greek.path().into()), 16, &device).unwrap();
+    assert_eq!(report.samples, 80);
+    std::fs::write(greek.path().join("Klingon.txt"), "Ana\n").unwrap();
+    let err = eval_classes(&run, &EvalData::File(greek.path().into()), 16, &device).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"Klingon\" is not one the run learned"),
+        "{err}"
+    );
 }

@@ -59,6 +59,7 @@ fn stateful_text_model_learns_and_uses_its_state() {
     let options = SampleOptions {
         n: 2,
         temperature: 0.8,
+        top_k: None,
         prefix: "ROMEO:".into(),
         seed: 3,
         max_len: 60,

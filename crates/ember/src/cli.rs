@@ -23,8 +23,13 @@ pub enum Command {
     Train(TrainArgs),
     /// Generate text from a trained run's best checkpoint.
     Sample(SampleArgs),
-    /// Loss, perplexity and bits/char of a trained run on a text file.
+    /// A trained run's figures on a file or its validation split: loss, perplexity and
+    /// bits/char; MSE and MAE for series; loss, accuracy and recall for classifiers.
     Eval(EvalArgs),
+    /// Forecast a series run's values autoregressively; writes a CSV and a plot.
+    Predict(PredictArgs),
+    /// Model summary, parameters per layer, data size and sizing advice of a run.
+    Inspect(InspectArgs),
     /// Turn a PyTorch character model's state_dict into a run directory.
     Import(ImportArgs),
     /// Write a run's character model as a PyTorch state_dict (safetensors).
@@ -79,6 +84,9 @@ pub struct SampleArgs {
     /// Softmax temperature: below 1 is safer, above 1 wilder.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Draw only among the K most likely characters [default: all].
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
     /// Text each sample starts with.
     #[arg(long, default_value = "")]
     pub prefix: String,
@@ -99,7 +107,9 @@ pub struct EvalArgs {
     /// The run directory (holding best.mpk, config.toml, vocab.json).
     #[arg(long)]
     pub run: PathBuf,
-    /// Text file to evaluate, one sample per line [default: the run's validation split].
+    /// What to evaluate [default: the run's validation split]: a text file (one sample per
+    /// line) for language runs, a CSV with the run's column for series runs, a directory of
+    /// `<class>.txt` files for classifiers.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Sequences per batch (for a stateful text model: parallel streams, state carried).
@@ -108,6 +118,41 @@ pub struct EvalArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
     pub backend: BackendKind,
+}
+
+/// `ember predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The series run directory (holding best.mpk, config.toml, series.json).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// CSV holding the series [default: the run's data file].
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// The CSV column to read [default: the run's `data.column`].
+    #[arg(long)]
+    pub column: Option<String>,
+    /// Number of values to forecast.
+    #[arg(long)]
+    pub steps: usize,
+    /// Forecast past the end of the input; by default the last --steps values are held out
+    /// and the forecast is scored against them.
+    #[arg(long)]
+    pub beyond: bool,
+    /// Directory for forecast.csv and forecast.svg [default: the run directory].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    pub backend: BackendKind,
+}
+
+/// `ember inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The run directory.
+    #[arg(long)]
+    pub run: PathBuf,
 }
 
 /// `ember import`.

@@ -14,7 +14,7 @@ use ember_train::checkpoint::BEST_CHECKPOINT;
 use ember_train::config::Task;
 use ember_train::lr_find::{RangeSpec, LR_FIND_CSV, LR_FIND_SVG};
 use ember_train::{
-    EvalData, EvalReport, ExperimentConfig, SampleOptions, TaskData, TrainOptions, TrainSummary,
+    EvalData, ExperimentConfig, SampleOptions, TaskData, TrainOptions, TrainSummary,
 };
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -22,7 +22,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::backend::{ensure_wgpu, BackendKind};
 use crate::cli::{
-    Cli, Command, EvalArgs, ExportArgs, ImportArgs, LrFindArgs, SampleArgs, TrainArgs,
+    Cli, Command, EvalArgs, ExportArgs, ImportArgs, InspectArgs, LrFindArgs, PredictArgs,
+    SampleArgs, TrainArgs,
 };
 
 /// Runs the parsed command line.
@@ -31,6 +32,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train(args),
         Command::Sample(args) => sample(args),
         Command::Eval(args) => eval(args),
+        Command::Predict(args) => predict(args),
+        Command::Inspect(args) => inspect(args),
         Command::Import(args) => import(args),
         Command::LrFind(args) => lr_find(args),
         Command::Export(args) => export(args),
@@ -220,12 +223,13 @@ fn sample(args: SampleArgs) -> anyhow::Result<()> {
     let options = SampleOptions {
         n: args.n,
         temperature: args.temperature,
+        top_k: args.top_k,
         prefix: args.prefix.clone(),
         seed: args.seed,
         max_len: args.max_len,
         continuous: false,
     };
-    let lines = match args.backend {
+    let (lines, novelty) = match args.backend {
         BackendKind::Ndarray => sample_on::<NdArray>(&args.run, &options, NdArrayDevice::Cpu)?,
         BackendKind::Wgpu => {
             ensure_wgpu()?;
@@ -239,16 +243,36 @@ fn sample(args: SampleArgs) -> anyhow::Result<()> {
         "\n"
     };
     println!("{}", lines.join(separator));
+    // On stderr, so that stdout holds only the samples.
+    match novelty {
+        Ok(Some(n)) => eprintln!(
+            "novelty: {}/{} samples ({:.0}%) are not in the training split ({} distinct lines)",
+            n.novel,
+            n.total,
+            100.0 * n.share(),
+            n.training_lines
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("novelty not measured: {e}"),
+    }
     Ok(())
 }
+
+/// The samples, and their novelty against the training data (which may be unreadable).
+type Samples = (
+    Vec<String>,
+    Result<Option<ember_train::Novelty>, ember_train::TrainError>,
+);
 
 fn sample_on<B: Backend>(
     run: &Path,
     options: &SampleOptions,
     device: B::Device,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Samples> {
     let loaded = ember_train::load_run::<B>(run, &device)?;
-    Ok(ember_train::sample_run(&loaded, options, &device)?)
+    let lines = ember_train::sample_run(&loaded, options, &device)?;
+    let novelty = ember_train::novelty(&loaded, &lines);
+    Ok((lines, novelty))
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
@@ -269,14 +293,97 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Evaluates the run by its task; returns the report's text.
 fn eval_on<B: Backend>(
     run: &Path,
     data: &EvalData,
     batch_size: usize,
     device: B::Device,
-) -> anyhow::Result<EvalReport> {
-    let loaded = ember_train::load_run::<B>(run, &device)?;
-    Ok(ember_train::eval_run(&loaded, data, batch_size, &device)?)
+) -> anyhow::Result<String> {
+    use ember_train::task_eval::{eval_classes, eval_series, load_class_run, load_series_run};
+    let config = ember_train::ExperimentConfig::load(&run.join(ember_train::run::CONFIG_FILE))?;
+    Ok(match config.task() {
+        Task::Language => {
+            let loaded = ember_train::load_run::<B>(run, &device)?;
+            ember_train::eval_run(&loaded, data, batch_size, &device)?.to_string()
+        }
+        Task::Regression => {
+            let loaded = load_series_run::<B>(run, "eval", &device)?;
+            eval_series(&loaded, data, batch_size, &device)?.to_string()
+        }
+        Task::Classification => {
+            let loaded = load_class_run::<B>(run, "eval", &device)?;
+            eval_classes(&loaded, data, batch_size, &device)?.to_string()
+        }
+    })
+}
+
+fn predict(args: PredictArgs) -> anyhow::Result<()> {
+    match args.backend {
+        BackendKind::Ndarray => predict_on::<NdArray>(&args, NdArrayDevice::Cpu),
+        BackendKind::Wgpu => {
+            ensure_wgpu()?;
+            predict_on::<Wgpu>(&args, WgpuDevice::default())
+        }
+    }
+}
+
+fn predict_on<B: Backend>(args: &PredictArgs, device: B::Device) -> anyhow::Result<()> {
+    use ember_train::predict::{forecast, FORECAST_CSV, FORECAST_SVG};
+    let run = ember_train::task_eval::load_series_run::<B>(&args.run, "predict", &device)?;
+    let data = &run.config.data;
+    let input = match &args.input {
+        Some(path) => path.clone(),
+        None if data.is_generated() => anyhow::bail!(
+            "{} was trained on generated waves: pass --input CSV --column NAME",
+            args.run.display()
+        ),
+        None => data.path.clone(),
+    };
+    let column = args.column.as_deref().unwrap_or(&data.column);
+    anyhow::ensure!(
+        !column.is_empty(),
+        "the run names no CSV column: pass --column NAME"
+    );
+    let values = ember_data::series::read_csv_column(&input, column, data.missing)?;
+    let result = forecast(&run, &values, args.steps, !args.beyond, &device)?;
+    let out = args.out.clone().unwrap_or_else(|| args.run.clone());
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    result.write_csv(&out.join(FORECAST_CSV))?;
+    if let Err(e) = result.write_svg(&out.join(FORECAST_SVG)) {
+        eprintln!("no plot: {e}");
+    }
+    match (result.errors(), result.persistence_errors()) {
+        (Some((mse, mae)), Some((p_mse, p_mae))) => println!(
+            "{}-step forecast after {} values of {}: RMSE {:.4}, MAE {:.4} against the held-out truth; \
+             repeating the last value: RMSE {:.4}, MAE {:.4} (data units)",
+            args.steps,
+            result.context.len(),
+            input.display(),
+            mse.sqrt(),
+            mae,
+            p_mse.sqrt(),
+            p_mae
+        ),
+        _ => println!(
+            "{}-step forecast past the end of {} ({} values)",
+            args.steps,
+            input.display(),
+            result.context.len()
+        ),
+    }
+    println!(
+        "table: {}, plot: {}",
+        out.join(FORECAST_CSV).display(),
+        out.join(FORECAST_SVG).display()
+    );
+    Ok(())
+}
+
+fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let report = ember_train::inspect::inspect::<NdArray>(&args.run, &NdArrayDevice::Cpu)?;
+    println!("{report}");
+    Ok(())
 }
 
 fn lr_find(args: LrFindArgs) -> anyhow::Result<()> {

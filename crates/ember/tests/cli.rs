@@ -177,6 +177,9 @@ fn train_sample_and_protect_the_run() {
         "config.toml",
         "vocab.json",
         "best.mpk",
+        "best.bpk",
+        "model.json",
+        "run.json",
         "best.json",
         "metrics.csv",
         "split.json",
@@ -215,6 +218,27 @@ fn train_sample_and_protect_the_run() {
     let mut other = args;
     other[10] = "2";
     assert_ne!(a, stdout(&ember(&other, dir.path())), "seed has no effect");
+    // Top-1 leaves the sampler no choice: every seed gives the same, most likely names.
+    let top1 = |seed: &str| {
+        let mut args = args.to_vec();
+        args[10] = seed;
+        args.extend(["--top-k", "1"]);
+        ember(&args, dir.path())
+    };
+    let (one, two) = (top1("1"), top1("2"));
+    assert_eq!(stdout(&one), stdout(&two), "top-1 depends on the seed");
+    let novelty = String::from_utf8_lossy(&one.stderr).to_string();
+    assert!(
+        novelty.contains("novelty: ") && novelty.contains("/8 samples"),
+        "{novelty}"
+    );
+    let out = ember(&["sample", "--run", "run", "--top-k", "0"], dir.path());
+    assert_one_line_error(&out, &["--top-k must be at least 1"]);
+    let out = stdout(&ember(&["inspect", "--run", "run"], dir.path()));
+    assert!(
+        out.contains("embedding.weight") && out.contains("total") && out.contains("advice: "),
+        "{out}"
+    );
 
     let out = ember(&["sample", "--run", "run", "--prefix", "Zq§"], dir.path());
     assert_one_line_error(&out, &["unknown character", "'§'"]);
@@ -518,11 +542,17 @@ fn gru_and_rnn_bodies_train_and_eval() {
         let samples = stdout(&ember(&["sample", "--run", run, "--n", "2"], dir.path()));
         assert_eq!(samples.lines().count(), 2, "{samples}");
     }
-    let config = dir.path().join("gru/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("kind = \"gru\"", "kind = \"lstm\"")).unwrap();
+    // model.json, not config.toml, says what the weights are.
+    let model = dir.path().join("gru/model.json");
+    let text = std::fs::read_to_string(&model).unwrap();
+    assert!(text.contains("\"kind\": \"gru\""), "{text}");
+    std::fs::write(
+        &model,
+        text.replace("\"kind\": \"gru\"", "\"kind\": \"lstm\""),
+    )
+    .unwrap();
     let out = ember(&["sample", "--run", "gru"], dir.path());
-    assert_one_line_error(&out, &["holds a gru model", "model.kind = \"lstm\""]);
+    assert_one_line_error(&out, &["holds a gru model", "model.json says lstm"]);
 }
 
 /// A continuous-text model: stateful training, a prime that the samples continue, evaluation
@@ -706,6 +736,42 @@ fn series_and_classifier_runs_train_and_refuse_sampling() {
     assert!(dir.path().join("series/series.json").exists());
     let sample = ember(&["sample", "--run", "series"], dir.path());
     assert_one_line_error(&sample, &["series-regression run", "language-model runs"]);
+    // eval re-scores the validation split: best.json's loss.
+    let best: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("series/best.json")).unwrap(),
+    )
+    .unwrap();
+    let out = stdout(&ember(&["eval", "--run", "series"], dir.path()));
+    let want = format!("MSE {:.4}", best["valid_loss"].as_f64().unwrap());
+    assert!(
+        out.contains(&want) && out.contains("persistence MSE"),
+        "{want}: {out}"
+    );
+    let out = stdout(&ember(
+        &["predict", "--run", "series", "--steps", "5"],
+        dir.path(),
+    ));
+    assert!(
+        out.contains("5-step forecast") && out.contains("held-out truth"),
+        "{out}"
+    );
+    let mut table = csv::Reader::from_path(dir.path().join("series/forecast.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = table.records().map(Result::unwrap).collect();
+    let forecast: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[1] == "forecast").collect();
+    assert_eq!(forecast.len(), 5);
+    assert!(forecast
+        .iter()
+        .all(|r| r[2].parse::<f64>().is_ok() && r[3].parse::<f64>().unwrap().is_finite()));
+    assert_eq!(rows.len(), 309, "every input value is a row");
+    let svg = std::fs::read_to_string(dir.path().join("series/forecast.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("forecast"));
+    let out = ember(
+        &["predict", "--run", "series", "--steps", "290"],
+        dir.path(),
+    );
+    assert_one_line_error(&out, &["this model needs at least 24", "--beyond"]);
+    let out = stdout(&ember(&["inspect", "--run", "series"], dir.path()));
+    assert!(out.contains("parameters per training value"), "{out}");
     let out = ember(
         &[
             "train",
