@@ -4,6 +4,9 @@
 //! - `cargo xtask sample [ARGS]`: build and run `ember sample ARGS`.
 //! - `cargo xtask test`: make sure a Vulkan device exists for the wgpu tests (installing
 //!   lavapipe with apt-get when run as root), then run the whole test suite.
+//! - `cargo xtask bench [--backends ndarray,flex,wgpu] [--steps N] [--threads N] [--no-torch]
+//!   [--no-record] [--only NAME]`: training (and sampling) throughput of ember and PyTorch on the
+//!   same workloads, side by side, appended to BENCHMARKS.md (see `xtask/src/bench.rs`).
 //! - `cargo xtask bench-layer [--cell lstm|gru|rnn] [--backend ndarray|flex] [--threads N]
 //!   [--layers L --hidden H --input I --batch B --seq T --steps S]`: forward + backward
 //!   tokens/s of one recurrent layer, ember against PyTorch on the same shapes and thread count,
@@ -13,13 +16,16 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
+mod bench;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some(cmd @ ("train" | "sample" | "eval" | "predict" | "inspect" | "export" | "lr-find")) => ember(cmd, &args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench-layer") => bench_layer(&args[1..]),
-        _ => Err("usage: cargo xtask <train|sample|eval|predict|inspect|export|lr-find|test|bench-layer> [ARGS] (all but test and bench-layer take ember's arguments, e.g. --backend wgpu)".into()),
+        Some("bench") => bench::run(&args[1..]),
+        _ => Err("usage: cargo xtask <train|sample|eval|predict|inspect|export|lr-find|test|bench|bench-layer> [ARGS] (all but test and the benches take ember's arguments, e.g. --backend wgpu)".into()),
     };
     match result {
         Ok(code) => code,
@@ -30,7 +36,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     // Run from the workspace root, so relative paths in configs resolve the same everywhere.
     cmd.current_dir(root());
@@ -111,21 +117,21 @@ fn test(args: &[String]) -> Result<ExitCode, String> {
 /// The workspace root. `cargo run` sets `CARGO_MANIFEST_DIR` for the process; it is read at run
 /// time because a binary in a target directory shared by several clones may have been built
 /// from another clone.
-fn root() -> std::path::PathBuf {
+pub(crate) fn root() -> std::path::PathBuf {
     let manifest_dir =
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     Path::new(&manifest_dir).join("..")
 }
 
 /// The value of `"key":` in a one-line JSON object.
-fn json_number(line: &str, key: &str) -> Option<f64> {
+pub(crate) fn json_number(line: &str, key: &str) -> Option<f64> {
     let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
 }
 
 /// Runs `cmd` and returns its last stdout line, or an error with its stderr.
-fn json_line(mut cmd: Command) -> Result<String, String> {
+pub(crate) fn json_line(mut cmd: Command) -> Result<String, String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;

@@ -82,6 +82,17 @@ pub trait RecurrentCell<B: Backend>: Module<B> {
     /// One time step from the projected input `[batch, gates·H]` and the previous state.
     fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B>;
 
+    /// Every step at once, from the projected input `[T, batch, gates·H]`, as one operation
+    /// with its own backward pass, when this cell and backend have one: the outputs
+    /// `[T, batch, H_out]` and the final state. `None` (the default) runs [`Self::step`] per step.
+    fn fused_recurrence(
+        &self,
+        _projected: Tensor<B, 3>,
+        _state: &CellState<B>,
+    ) -> Option<(Tensor<B, 3>, CellState<B>)> {
+        None
+    }
+
     /// Takes this cell's parameters from PyTorch tensors named `{prefix}weight_ih{suffix}`, ...
     /// (`suffix` as `_l1_reverse`).
     fn load_torch(

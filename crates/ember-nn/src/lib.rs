@@ -6,6 +6,7 @@
 //! - [`recurrent`]: stacking, directions, dropout and lengths for any cell ([`Lstm`], [`Gru`],
 //!   [`Rnn`]), around [`recurrent::run_direction`], the one loop over time.
 //! - [`layer`]: [`AnyRecurrent`], a layer whose cell is chosen at run time ([`CellKind`]).
+//! - [`fused`]: the LSTM recurrence as one autodiff op with a hand-written backward (CPU).
 //! - [`packing`]: variable lengths as PyTorch packs them (sorted, shrinking active batch).
 //! - [`torch`]: PyTorch `state_dict` names, to load and list parameters.
 //! - [`scratch`]: the hand-written two-head teaching RNN.
@@ -17,6 +18,7 @@ pub mod cell;
 pub mod char_lm;
 pub mod classifier;
 pub mod error;
+pub mod fused;
 pub mod gru;
 pub mod layer;
 pub mod lstm;

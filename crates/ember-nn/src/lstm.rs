@@ -67,6 +67,31 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         CellState { h, c: Some(c) }
     }
 
+    fn fused_recurrence(
+        &self,
+        projected: Tensor<B, 3>,
+        state: &CellState<B>,
+    ) -> Option<(Tensor<B, 3>, CellState<B>)> {
+        if self.weight_hr.is_some() {
+            return None;
+        }
+        let y = crate::fused::lstm_recurrence(
+            projected,
+            self.weight_hh.val(),
+            state.h.clone(),
+            state.c.clone()?,
+        )?;
+        let [rows, batch, hidden] = y.dims();
+        let steps = rows - 1;
+        let out = y.clone().slice(s![0..steps]);
+        let h = y
+            .clone()
+            .slice(s![steps - 1..steps])
+            .reshape([batch, hidden]);
+        let c = y.slice(s![steps..rows]).reshape([batch, hidden]);
+        Some((out, CellState { h, c: Some(c) }))
+    }
+
     fn load_torch(
         mut self,
         prefix: &str,

@@ -303,6 +303,8 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
 }
 
 /// Runs `cell` over a time-major input `[T, batch, in]` from `state`: the only loop over time.
+/// Without packing, a cell with a fused recurrence (the LSTM on the CPU backends, see
+/// [`crate::fused`]) runs it as one operation instead.
 ///
 /// With `packing`, the batch is sorted longest first and step `t` runs the cell on the
 /// `packing.active_at(t)` sequences still going; the others keep their state and emit zeros.
@@ -312,12 +314,30 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
 pub fn run_direction<B: Backend, C: RecurrentCell<B>>(
     cell: &C,
     x: Tensor<B, 3>,
+    state: CellState<B>,
+    packing: Option<&Packing>,
+    reverse: bool,
+) -> (Tensor<B, 3>, CellState<B>) {
+    let projected = cell.input_projection(x);
+    if packing.is_none() {
+        let time = |t: Tensor<B, 3>| if reverse { t.flip([0]) } else { t };
+        if let Some((out, last)) = cell.fused_recurrence(time(projected.clone()), &state) {
+            return (time(out), last);
+        }
+    }
+    run_steps(cell, projected, state, packing, reverse)
+}
+
+/// The loop over time of [`run_direction`], one [`RecurrentCell::step`] per step, from the
+/// projected input `[T, batch, gates·H]`.
+pub(crate) fn run_steps<B: Backend, C: RecurrentCell<B>>(
+    cell: &C,
+    projected: Tensor<B, 3>,
     mut state: CellState<B>,
     packing: Option<&Packing>,
     reverse: bool,
 ) -> (Tensor<B, 3>, CellState<B>) {
-    let [steps, batch, _] = x.dims();
-    let projected = cell.input_projection(x);
+    let [steps, batch, _] = projected.dims();
     let mut outputs = Vec::with_capacity(steps);
     let order: Box<dyn Iterator<Item = usize>> = if reverse {
         Box::new((0..steps).rev())

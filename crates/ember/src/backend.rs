@@ -12,6 +12,9 @@ use burn::prelude::*;
 pub enum BackendKind {
     /// CPU, through the ndarray crate.
     Ndarray,
+    /// CPU, through Burn's pure-Rust `flex` backend (SIMD gemm, AVX-512 where the CPU has it):
+    /// the fastest for LSTMs, whose recurrence runs fused (see `cargo xtask bench`).
+    Flex,
     /// GPU through wgpu (Vulkan, Metal, DX12); on a machine without a GPU, Vulkan on lavapipe.
     Wgpu,
 }

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
+use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::wgpu::WgpuDevice;
-use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_train::checkpoint::BEST_CHECKPOINT;
@@ -149,6 +150,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         BackendKind::Ndarray => {
             train_on::<Autodiff<NdArray>>(&config, data, &options, NdArrayDevice::Cpu)?
         }
+        BackendKind::Flex => train_on::<Autodiff<Flex>>(&config, data, &options, FlexDevice)?,
         BackendKind::Wgpu => {
             train_on::<Autodiff<Wgpu>>(&config, data, &options, WgpuDevice::default())?
         }
@@ -231,6 +233,7 @@ fn sample(args: SampleArgs) -> anyhow::Result<()> {
     };
     let (lines, novelty) = match args.backend {
         BackendKind::Ndarray => sample_on::<NdArray>(&args.run, &options, NdArrayDevice::Cpu)?,
+        BackendKind::Flex => sample_on::<Flex>(&args.run, &options, FlexDevice)?,
         BackendKind::Wgpu => {
             ensure_wgpu()?;
             sample_on::<Wgpu>(&args.run, &options, WgpuDevice::default())?
@@ -284,6 +287,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         BackendKind::Ndarray => {
             eval_on::<NdArray>(&args.run, &data, args.batch_size, NdArrayDevice::Cpu)?
         }
+        BackendKind::Flex => eval_on::<Flex>(&args.run, &data, args.batch_size, FlexDevice)?,
         BackendKind::Wgpu => {
             ensure_wgpu()?;
             eval_on::<Wgpu>(&args.run, &data, args.batch_size, WgpuDevice::default())?
@@ -321,6 +325,7 @@ fn eval_on<B: Backend>(
 fn predict(args: PredictArgs) -> anyhow::Result<()> {
     match args.backend {
         BackendKind::Ndarray => predict_on::<NdArray>(&args, NdArrayDevice::Cpu),
+        BackendKind::Flex => predict_on::<Flex>(&args, FlexDevice),
         BackendKind::Wgpu => {
             ensure_wgpu()?;
             predict_on::<Wgpu>(&args, WgpuDevice::default())
@@ -421,6 +426,9 @@ fn lr_find(args: LrFindArgs) -> anyhow::Result<()> {
             NdArrayDevice::Cpu,
             spec,
         )?,
+        BackendKind::Flex => {
+            ember_train::run::lr_find::<Autodiff<Flex>>(&config, data, &options, FlexDevice, spec)?
+        }
         BackendKind::Wgpu => ember_train::run::lr_find::<Autodiff<Wgpu>>(
             &config,
             data,

@@ -791,3 +791,49 @@ fn series_and_classifier_runs_train_and_refuse_sampling() {
     );
     assert_one_line_error(&out, &["SUNSPOTS", "SUNACTIVITY"]);
 }
+
+/// The flex CPU backend trains (the LSTM recurrence runs fused there), samples, and scores
+/// the run as ndarray does.
+#[test]
+fn flex_backend_trains_samples_and_agrees_with_ndarray() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 300);
+    let cfg = tiny_config(dir.path(), &data, "");
+    let cfg = cfg.to_str().unwrap();
+    let args = [
+        "train",
+        "--config",
+        cfg,
+        "--backend",
+        "flex",
+        "--epochs",
+        "2",
+        "--artifacts",
+        "run",
+    ];
+    let out = stdout(&ember(&args, dir.path()));
+    assert!(out.contains("best checkpoint: run/best.mpk"), "{out}");
+    let samples = stdout(&ember(
+        &["sample", "--run", "run", "--backend", "flex", "--n", "3"],
+        dir.path(),
+    ));
+    assert_eq!(samples.lines().count(), 3, "{samples}");
+    let loss = |backend: &str| {
+        let out = stdout(&ember(
+            &["eval", "--run", "run", "--backend", backend],
+            dir.path(),
+        ));
+        let at = out.find("loss ").expect("a loss") + 5;
+        out[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let (flex, ndarray) = (loss("flex"), loss("ndarray"));
+    assert!(
+        (flex - ndarray).abs() < 2e-4,
+        "flex {flex} vs ndarray {ndarray}"
+    );
+}
