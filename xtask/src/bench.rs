@@ -270,12 +270,16 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             .unwrap_or_default();
         let section = format!(
             "\n## {date}: {}\n\nember {} (Burn 0.21.0), PyTorch {}, {} thread(s), {} timed steps after 3 warm-up steps.\n\
-             Command: `cargo xtask bench{}`\n\n{table}",
+             Command: `{}cargo xtask bench{}`\n\n{table}",
             machine(),
             env!("CARGO_PKG_VERSION"),
             torch_version.as_deref().unwrap_or("not run"),
             o.threads,
             o.steps,
+            ["EMBER_TORCH_PYTHON", "EMBER_UNFUSED", "RAYON_NUM_THREADS"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v} ")))
+                .collect::<String>(),
             args.iter().fold(String::new(), |s, a| s + " " + a)
         );
         let path = root().join("BENCHMARKS.md");
