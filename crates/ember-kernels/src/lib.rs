@@ -1,0 +1,226 @@
+//! CPU kernels of ember's recurrent layers: the recurrence of an LSTM, GRU or Elman RNN over a
+//! whole sequence, forward and backward (BPTT), on plain `f32` buffers.
+//!
+//! The input projection `x W_ihᵀ + b` is done outside, for all steps at once; these kernels
+//! take it as `xp [T, batch, G·H]` and do the rest: per step one `[rows, H] × [H, G·H]`
+//! product with `W_hhᵀ` (the `gemm` crate, AVX-512 when the CPU has it) and one fused loop
+//! over the gates (vectorised, [`math`]'s `exp`/`σ`/`tanh`). The backward pass reuses the
+//! forward's buffers in place and ends with one large product for `dW_hh`.
+//!
+//! Packed sequences: with `active`, step `t` runs only rows `0..active[t]`; the other rows
+//! keep their state, output zeros and get no gradient, so each row's final state is that of
+//! its last valid step (sort the batch longest first, as `pack_padded_sequence` does). For a
+//! reversed direction pass the time-flipped input and `active`.
+//!
+//! Tensors are row-major. The forward output `y` is `[T + 1, batch, H]` for GRU and RNN (the
+//! outputs, then `h_n`) and `[T + 2, batch, H]` for an LSTM (then `c_n`); the backward pass
+//! takes `dL/dy` of that shape.
+
+mod gru;
+mod lstm;
+pub mod math;
+mod matmul;
+mod rnn;
+mod simd;
+
+pub use simd::level as simd_level;
+
+/// The recurrent cell, with PyTorch's gate order and equations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    /// `torch.nn.LSTM` without `proj_size`: gates i, f, g, o.
+    Lstm,
+    /// `torch.nn.GRU`: gates r, z, n, reset applied after the `W_hn` product.
+    Gru,
+    /// `torch.nn.RNN`: `tanh` or, with `relu`, ReLU.
+    Rnn {
+        /// ReLU instead of `tanh`.
+        relu: bool,
+    },
+}
+
+impl Cell {
+    /// Gate blocks `G` in `xp` and `W_hh`.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+            Cell::Rnn { .. } => 1,
+        }
+    }
+
+    /// Rows of `y`: `T` outputs, `h_n` and, for an LSTM, `c_n`.
+    pub fn output_rows(self, steps: usize) -> usize {
+        steps + if self == Cell::Lstm { 2 } else { 1 }
+    }
+}
+
+/// Sizes of one recurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    /// Time steps `T`.
+    pub steps: usize,
+    /// Sequences `batch`.
+    pub batch: usize,
+    /// Hidden size `H`.
+    pub hidden: usize,
+}
+
+impl Dims {
+    /// Values in one `[batch, H]` state.
+    pub fn state_len(self) -> usize {
+        self.batch * self.hidden
+    }
+}
+
+/// The inputs of one forward pass.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// The cell.
+    pub cell: Cell,
+    /// Sizes.
+    pub dims: Dims,
+    /// The projected input `[T, batch, G·H]` (GRU: `x W_ihᵀ + b_ih`; LSTM and RNN: both
+    /// biases added). Consumed: the kernel overwrites it with the gate activations.
+    pub xp: Vec<f32>,
+    /// `W_hh`, `[G·H, H]`.
+    pub w_hh: Vec<f32>,
+    /// GRU only: `b_hh`, `[3H]`, or empty for none.
+    pub b_hh: Vec<f32>,
+    /// `h_0`, `[batch, H]`.
+    pub h0: Vec<f32>,
+    /// LSTM only: `c_0`, `[batch, H]`.
+    pub c0: Vec<f32>,
+    /// Packed sequences: rows running at each step (non-increasing for a forward direction),
+    /// `T` values; empty when every row runs every step.
+    pub active: Vec<usize>,
+}
+
+/// What the backward pass needs, kept by the forward pass.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    cell: Cell,
+    dims: Dims,
+    w_hh: Vec<f32>,
+    active: Vec<usize>,
+    /// `h_{t-1}` of every step and row, `[T, batch, H]`.
+    h_prev: Vec<f32>,
+    /// Gate activations `[T, batch, G·H]` (RNN: `h_t`).
+    act: Vec<f32>,
+    /// LSTM: `c_{t-1}`; GRU: `W_hn h_{t-1} + b_hn`; RNN: empty. `[T, batch, H]`.
+    extra: Vec<f32>,
+    /// LSTM: `tanh c_t`, `[T, batch, H]`; otherwise empty.
+    tanh_c: Vec<f32>,
+}
+
+/// The gradients of one backward pass.
+#[derive(Debug, Clone)]
+pub struct Grads {
+    /// `dL/dxp`, `[T, batch, G·H]`.
+    pub xp: Vec<f32>,
+    /// `dL/dW_hh`, `[G·H, H]`.
+    pub w_hh: Vec<f32>,
+    /// GRU: `dL/db_hh`, `[3H]`; otherwise empty.
+    pub b_hh: Vec<f32>,
+    /// `dL/dh_0`, `[batch, H]`.
+    pub h0: Vec<f32>,
+    /// LSTM: `dL/dc_0`, `[batch, H]`; otherwise empty.
+    pub c0: Vec<f32>,
+}
+
+/// Why the inputs cannot run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeError(pub String);
+
+impl std::fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "recurrence inputs: {}", self.0)
+    }
+}
+
+impl std::error::Error for ShapeError {}
+
+impl Inputs {
+    fn check(&self) -> Result<(), ShapeError> {
+        let Dims {
+            steps,
+            batch,
+            hidden,
+        } = self.dims;
+        let g = self.cell.gates() * hidden;
+        let mut expect = vec![
+            ("xp", self.xp.len(), steps * batch * g),
+            ("w_hh", self.w_hh.len(), g * hidden),
+            ("h0", self.h0.len(), batch * hidden),
+        ];
+        if self.cell == Cell::Lstm {
+            expect.push(("c0", self.c0.len(), batch * hidden));
+        }
+        if self.cell == Cell::Gru && !self.b_hh.is_empty() {
+            expect.push(("b_hh", self.b_hh.len(), g));
+        }
+        if !self.active.is_empty() {
+            expect.push(("active", self.active.len(), steps));
+        }
+        for (name, got, want) in expect {
+            if got != want {
+                return Err(ShapeError(format!("{name} has {got} values, expected {want}")));
+            }
+        }
+        if let Some(&a) = self.active.iter().find(|&&a| a > batch) {
+            return Err(ShapeError(format!("{a} active rows in a batch of {batch}")));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the recurrence: `y` (see the crate docs) and, when `save`, what [`backward`] needs.
+pub fn forward(mut inputs: Inputs, save: bool) -> Result<(Vec<f32>, Option<Saved>), ShapeError> {
+    inputs.check()?;
+    if inputs.active.is_empty() {
+        inputs.active = vec![inputs.dims.batch; inputs.dims.steps];
+    }
+    Ok(match inputs.cell {
+        Cell::Lstm => lstm::forward(inputs, save),
+        Cell::Gru => gru::forward(inputs, save),
+        Cell::Rnn { relu } => rnn::forward(inputs, relu, save),
+    })
+}
+
+/// BPTT from `dy = dL/dy` (the shape of [`forward`]'s `y`).
+pub fn backward(saved: Saved, dy: &[f32]) -> Result<Grads, ShapeError> {
+    let d = saved.dims;
+    let want = saved.cell.output_rows(d.steps) * d.state_len();
+    if dy.len() != want {
+        return Err(ShapeError(format!(
+            "dy has {} values, expected {want}",
+            dy.len()
+        )));
+    }
+    Ok(match saved.cell {
+        Cell::Lstm => lstm::backward(saved, dy),
+        Cell::Gru => gru::backward(saved, dy),
+        Cell::Rnn { relu } => rnn::backward(saved, dy, relu),
+    })
+}
+
+/// `dW = Σ_t dgᵀ h_{t-1}`: `[gates, H]` from `dg [rows, gates]` and `h_prev [rows, H]`.
+fn weight_grad(dg: &[f32], h_prev: &[f32], gates: usize, hidden: usize) -> Vec<f32> {
+    let rows = h_prev.len() / hidden.max(1);
+    let mut dw = vec![0.0; gates * hidden];
+    matmul::matmul(
+        &mut dw,
+        matmul::View::row_major(dg, rows, gates).t(),
+        matmul::View::row_major(h_prev, rows, hidden),
+        false,
+    );
+    dw
+}
+
+/// Zeroes rows `rows..batch` of step `t` of a `[T, batch, width]` buffer.
+fn zero_inactive(buf: &mut [f32], t: usize, rows: usize, batch: usize, width: usize) {
+    buf[(t * batch + rows) * width..(t + 1) * batch * width].fill(0.0);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! Safe wrappers around the `gemm` crate's strided f32 matrix product.
+
+use gemm::Parallelism;
+
+/// A read-only strided matrix view: element `(r, c)` is `data[r * row_stride + c * col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// The row-major `[rows, cols]` matrix at the start of `data`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    fn check(&self) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
+            assert!(last < self.data.len(), "matrix view past its buffer");
+        }
+    }
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`, with `dst` row-major
+/// `[lhs.rows, rhs.cols]` at the start of the slice.
+pub(crate) fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(k, rhs.rows, "inner dimensions differ");
+    assert!(dst.len() >= m * n, "output buffer too small");
+    lhs.check();
+    rhs.check();
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // One thread: on this 2-vCPU machine splitting the per-step products (or only the
+    // weight gradient) over rayon was slower, as the two vCPUs share the AVX-512 units.
+    // SAFETY: the views were checked to lie inside their slices, `dst` holds `m × n` values,
+    // and `dst` (a unique borrow) cannot overlap the shared borrows `lhs` and `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// A row-major copy of the transpose of the row-major `[rows, cols]` matrix `a`.
+pub(crate) fn transposed(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; rows * cols];
+    for (r, row) in a.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_match_the_definition() {
+        let (m, k, n) = (3, 4, 5);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 - 3.0).collect();
+        let at = transposed(&a, m, k);
+        let expect = |r: usize, c: usize| (0..k).map(|i| a[r * k + i] * b[i * n + c]).sum::<f32>();
+        let mut d = vec![1.0; m * n];
+        matmul(&mut d, View::row_major(&a, m, k), View::row_major(&b, k, n), true);
+        let mut e = vec![7.0; m * n];
+        matmul(&mut e, View::row_major(&at, k, m).t(), View::row_major(&b, k, n), false);
+        for r in 0..m {
+            for c in 0..n {
+                assert_eq!(d[r * n + c], 1.0 + expect(r, c));
+                assert_eq!(e[r * n + c], expect(r, c));
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The kernels against a plain `f64` implementation of the same equations: outputs, and every
+//! gradient against central finite differences of a weighted sum of the outputs.
+
+use super::*;
+
+/// A small deterministic generator of values in `[-scale, scale)`.
+struct Lcg(u64);
+
+impl Lcg {
+    fn values(&mut self, n: usize, scale: f64) -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+}
+
+fn sig(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// One problem: the inputs as `f64`, in the order xp, w_hh, b_hh, h0, c0.
+struct Problem {
+    cell: Cell,
+    dims: Dims,
+    active: Vec<usize>,
+    args: [Vec<f64>; 5],
+}
+
+impl Problem {
+    fn new(cell: Cell, dims: Dims, active: Vec<usize>, seed: u64) -> Self {
+        let mut rng = Lcg(seed);
+        let g = cell.gates() * dims.hidden;
+        let bh = dims.state_len();
+        let args = [
+            rng.values(dims.steps * dims.batch * g, 1.0),
+            rng.values(g * dims.hidden, 0.6),
+            if cell == Cell::Gru {
+                rng.values(g, 0.5)
+            } else {
+                Vec::new()
+            },
+            rng.values(bh, 0.8),
+            if cell == Cell::Lstm {
+                rng.values(bh, 0.8)
+            } else {
+                Vec::new()
+            },
+        ];
+        Self {
+            cell,
+            dims,
+            active,
+            args,
+        }
+    }
+
+    fn rows(&self, t: usize) -> usize {
+        self.active.get(t).copied().unwrap_or(self.dims.batch)
+    }
+
+    /// `y` by the textbook equations, in `f64`.
+    fn reference(&self, a: &[Vec<f64>; 5]) -> Vec<f64> {
+        let Dims {
+            steps,
+            batch,
+            hidden: n,
+        } = self.dims;
+        let g = self.cell.gates() * n;
+        let [xp, w, b, h0, c0] = a;
+        let (mut h, mut c) = (h0.clone(), c0.clone());
+        let mut y = vec![0.0; self.cell.output_rows(steps) * batch * n];
+        for t in 0..steps {
+            for r in 0..self.rows(t) {
+                let x = &xp[(t * batch + r) * g..(t * batch + r + 1) * g];
+                let hr = h[r * n..(r + 1) * n].to_vec();
+                let rec = |k: usize| (0..n).map(|i| w[k * n + i] * hr[i]).sum::<f64>();
+                for j in 0..n {
+                    let new = match self.cell {
+                        Cell::Lstm => {
+                            let gate = |q: usize| x[q * n + j] + rec(q * n + j);
+                            let (i, f) = (sig(gate(0)), sig(gate(1)));
+                            let (gg, o) = (gate(2).tanh(), sig(gate(3)));
+                            c[r * n + j] = f * c[r * n + j] + i * gg;
+                            o * c[r * n + j].tanh()
+                        }
+                        Cell::Gru => {
+                            let hp = |q: usize| rec(q * n + j) + b[q * n + j];
+                            let rr = sig(x[j] + hp(0));
+                            let z = sig(x[n + j] + hp(1));
+                            let nn = (x[2 * n + j] + rr * hp(2)).tanh();
+                            (1.0 - z) * nn + z * hr[j]
+                        }
+                        Cell::Rnn { relu } => {
+                            let pre = x[j] + rec(j);
+                            if relu {
+                                pre.max(0.0)
+                            } else {
+                                pre.tanh()
+                            }
+                        }
+                    };
+                    y[(t * batch + r) * n + j] = new;
+                }
+                h[r * n..(r + 1) * n].copy_from_slice(&y[(t * batch + r) * n..][..n]);
+            }
+        }
+        let bh = batch * n;
+        y[steps * bh..(steps + 1) * bh].copy_from_slice(&h);
+        if self.cell == Cell::Lstm {
+            y[(steps + 1) * bh..].copy_from_slice(&c);
+        }
+        y
+    }
+
+    fn kernel(&self, save: bool) -> (Vec<f32>, Option<Saved>) {
+        let f = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let inputs = Inputs {
+            cell: self.cell,
+            dims: self.dims,
+            xp: f(&self.args[0]),
+            w_hh: f(&self.args[1]),
+            b_hh: f(&self.args[2]),
+            h0: f(&self.args[3]),
+            c0: f(&self.args[4]),
+            active: self.active.clone(),
+        };
+        forward(inputs, save).expect("valid inputs")
+    }
+}
+
+fn check(cell: Cell, active: Vec<usize>, seed: u64) {
+    let dims = Dims {
+        steps: 5,
+        batch: 3,
+        hidden: 4,
+    };
+    let p = Problem::new(cell, dims, active, seed);
+    let expect = p.reference(&p.args);
+    let (y, saved) = p.kernel(true);
+    assert_eq!(y.len(), expect.len());
+    for (k, (a, b)) in y.iter().zip(&expect).enumerate() {
+        assert!((*a as f64 - b).abs() < 2e-6, "{cell:?} y[{k}]: {a} vs {b}");
+    }
+    let weights = Lcg(seed + 1).values(y.len(), 1.0);
+    let dy: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
+    let grads = backward(saved.expect("saved"), &dy).expect("valid dy");
+    let loss = |a: &[Vec<f64>; 5]| {
+        p.reference(a)
+            .iter()
+            .zip(&weights)
+            .map(|(y, w)| y * w)
+            .sum::<f64>()
+    };
+    let got = [&grads.xp, &grads.w_hh, &grads.b_hh, &grads.h0, &grads.c0];
+    let names = ["xp", "w_hh", "b_hh", "h0", "c0"];
+    for (k, name) in names.iter().enumerate() {
+        assert_eq!(got[k].len(), p.args[k].len(), "{cell:?} d{name} size");
+        for i in 0..p.args[k].len() {
+            let eps = 1e-5;
+            let mut a = p.args.clone();
+            a[k][i] += eps;
+            let up = loss(&a);
+            a[k][i] -= 2.0 * eps;
+            let fd = (up - loss(&a)) / (2.0 * eps);
+            let g = got[k][i] as f64;
+            assert!(
+                (g - fd).abs() < 1e-4 * (1.0 + fd.abs()),
+                "{cell:?} d{name}[{i}]: kernel {g} vs finite differences {fd}"
+            );
+        }
+    }
+}
+
+const CELLS: [Cell; 4] = [
+    Cell::Lstm,
+    Cell::Gru,
+    Cell::Rnn { relu: false },
+    Cell::Rnn { relu: true },
+];
+
+#[test]
+fn full_batches_match_the_equations_and_finite_differences() {
+    for (s, cell) in CELLS.into_iter().enumerate() {
+        check(cell, Vec::new(), 10 + s as u64);
+    }
+}
+
+#[test]
+fn packed_batches_freeze_finished_rows() {
+    for (s, cell) in CELLS.into_iter().enumerate() {
+        // Forward direction (longest first) and a time-flipped reverse direction.
+        check(cell, vec![3, 3, 2, 1, 1], 20 + s as u64);
+        check(cell, vec![1, 1, 2, 3, 3], 30 + s as u64);
+    }
+}
+
+#[test]
+fn inference_gives_the_same_outputs() {
+    for cell in CELLS {
+        let p = Problem::new(
+            cell,
+            Dims {
+                steps: 4,
+                batch: 2,
+                hidden: 3,
+            },
+            vec![2, 2, 1, 0],
+            7,
+        );
+        let (with, saved) = p.kernel(true);
+        let (without, none) = p.kernel(false);
+        assert!(saved.is_some() && none.is_none());
+        assert_eq!(with, without);
+    }
+}
+
+#[test]
+fn wrong_sizes_are_refused() {
+    let p = Problem::new(
+        Cell::Gru,
+        Dims {
+            steps: 2,
+            batch: 2,
+            hidden: 3,
+        },
+        Vec::new(),
+        1,
+    );
+    let mut inputs = Inputs {
+        cell: Cell::Gru,
+        dims: p.dims,
+        xp: vec![0.0; 2 * 2 * 9],
+        w_hh: vec![0.0; 9 * 3],
+        b_hh: Vec::new(),
+        h0: vec![0.0; 5],
+        c0: Vec::new(),
+        active: Vec::new(),
+    };
+    let err = forward(inputs.clone(), false).unwrap_err();
+    assert_eq!(err.0, "h0 has 5 values, expected 6");
+    inputs.h0 = vec![0.0; 6];
+    inputs.active = vec![3, 1];
+    assert!(forward(inputs, false).unwrap_err().0.contains("3 active rows"));
+}
