@@ -12,14 +12,19 @@ fn main() {
         "rnn" => Cell::Rnn { relu: false },
         _ => Cell::Lstm,
     };
-    let num = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let num =
+        |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     let dims = Dims {
         steps: num(1, 100),
         batch: num(2, 32),
         hidden: num(3, 256),
     };
     let g = cell.gates() * dims.hidden;
-    let fill = |n: usize| (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect::<Vec<f32>>();
+    let fill = |n: usize| {
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect::<Vec<f32>>()
+    };
     let inputs = Inputs {
         cell,
         dims,
@@ -27,7 +32,11 @@ fn main() {
         w_hh: fill(g * dims.hidden).iter().map(|w| w * 0.1).collect(),
         b_hh: Vec::new(),
         h0: vec![0.0; dims.state_len()],
-        c0: if cell == Cell::Lstm { vec![0.0; dims.state_len()] } else { Vec::new() },
+        c0: if cell == Cell::Lstm {
+            vec![0.0; dims.state_len()]
+        } else {
+            Vec::new()
+        },
         active: Vec::new(),
     };
     let (mut fwd, mut bwd) = (0.0, 0.0);

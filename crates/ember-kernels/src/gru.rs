@@ -135,7 +135,7 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
         );
     }
     y[steps * bh..].copy_from_slice(&h);
-    let saved = save.then(|| Saved {
+    let saved = save.then_some(Saved {
         cell: Cell::Gru,
         dims: d,
         w_hh: inputs.w_hh,

@@ -164,7 +164,9 @@ impl Inputs {
         }
         for (name, got, want) in expect {
             if got != want {
-                return Err(ShapeError(format!("{name} has {got} values, expected {want}")));
+                return Err(ShapeError(format!(
+                    "{name} has {got} values, expected {want}"
+                )));
             }
         }
         if let Some(&a) = self.active.iter().find(|&&a| a > batch) {

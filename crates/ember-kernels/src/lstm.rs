@@ -126,7 +126,7 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
     }
     y[steps * bh..(steps + 1) * bh].copy_from_slice(&h);
     y[(steps + 1) * bh..].copy_from_slice(&c);
-    let saved = save.then(|| Saved {
+    let saved = save.then_some(Saved {
         cell: Cell::Lstm,
         dims: d,
         w_hh: inputs.w_hh,

@@ -112,9 +112,19 @@ mod tests {
         let at = transposed(&a, m, k);
         let expect = |r: usize, c: usize| (0..k).map(|i| a[r * k + i] * b[i * n + c]).sum::<f32>();
         let mut d = vec![1.0; m * n];
-        matmul(&mut d, View::row_major(&a, m, k), View::row_major(&b, k, n), true);
+        matmul(
+            &mut d,
+            View::row_major(&a, m, k),
+            View::row_major(&b, k, n),
+            true,
+        );
         let mut e = vec![7.0; m * n];
-        matmul(&mut e, View::row_major(&at, k, m).t(), View::row_major(&b, k, n), false);
+        matmul(
+            &mut e,
+            View::row_major(&at, k, m).t(),
+            View::row_major(&b, k, n),
+            false,
+        );
         for r in 0..m {
             for c in 0..n {
                 assert_eq!(d[r * n + c], 1.0 + expect(r, c));

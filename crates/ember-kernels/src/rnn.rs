@@ -68,7 +68,7 @@ pub(crate) fn forward(inputs: Inputs, relu: bool, save: bool) -> (Vec<f32>, Opti
         );
     }
     y[steps * bh..].copy_from_slice(&h);
-    let saved = save.then(|| Saved {
+    let saved = save.then_some(Saved {
         cell: Cell::Rnn { relu },
         dims: d,
         w_hh: inputs.w_hh,

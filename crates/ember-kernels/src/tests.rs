@@ -246,5 +246,8 @@ fn wrong_sizes_are_refused() {
     assert_eq!(err.0, "h0 has 5 values, expected 6");
     inputs.h0 = vec![0.0; 6];
     inputs.active = vec![3, 1];
-    assert!(forward(inputs, false).unwrap_err().0.contains("3 active rows"));
+    assert!(forward(inputs, false)
+        .unwrap_err()
+        .0
+        .contains("3 active rows"));
 }

@@ -84,11 +84,14 @@ pub trait RecurrentCell<B: Backend>: Module<B> {
 
     /// Every step at once, from the projected input `[T, batch, gates·H]`, as one operation
     /// with its own backward pass, when this cell and backend have one: the outputs
-    /// `[T, batch, H_out]` and the final state. `None` (the default) runs [`Self::step`] per step.
+    /// `[T, batch, H_out]` and the final state. `active` gives the rows running at each step
+    /// of a packed batch (empty: all rows, every step). `None` (the default) runs
+    /// [`Self::step`] per step.
     fn fused_recurrence(
         &self,
         _projected: Tensor<B, 3>,
         _state: &CellState<B>,
+        _active: &[usize],
     ) -> Option<(Tensor<B, 3>, CellState<B>)> {
         None
     }

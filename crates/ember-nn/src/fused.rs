@@ -1,28 +1,19 @@
-//! The LSTM recurrence over a whole sequence as one autodiff operation, with a hand-written
-//! backward pass (BPTT), on Burn's CPU backends.
+//! The recurrence of an LSTM, GRU or Elman RNN over a whole sequence as one autodiff
+//! operation, with a hand-written backward pass (BPTT), on Burn's CPU backends.
 //!
 //! Burn's autodiff records every tensor op of every time step: about twenty graph nodes per
-//! step for an LSTM, each with its own allocations and backward closure. Here the recurrence
+//! LSTM step, each with its own allocations and backward closure. Here the whole recurrence,
+//! from the projected input `xp = x W_ihᵀ + b` (one ordinary autodiff matmul, outside) to the
+//! outputs and final state, is one node whose forward and backward run in
+//! [`ember_kernels`] on plain `f32` buffers (gemm and vectorised gate loops). Its parents are
+//! `xp`, `W_hh`, `h_0` and one more: `c_0` for an LSTM, `b_hh` for a GRU (inside `r ⊙ (…)`, so
+//! not foldable into `xp`), nothing for an RNN.
 //!
-//! ```text
-//! gates_t = xp_t + h_{t-1} W_hhᵀ      (xp = x W_ihᵀ + b_ih + b_hh, projected outside, once)
-//! i, f, o = σ(gates_t[i, f, o])       g = tanh(gates_t[g])
-//! c_t = f ⊙ c_{t-1} + i ⊙ g           h_t = o ⊙ tanh(c_t)
-//! ```
-//!
-//! is one node with four parents (`xp`, `W_hh`, `h_0`, `c_0`). Its forward runs on the inner
-//! backend and keeps the gate activations; its backward walks the steps in reverse:
-//!
-//! ```text
-//! dh_t = dy_t + d(gates_{t+1}) W_hh        dc_t = dc_{t+1} ⊙ f_{t+1} + dh_t ⊙ o ⊙ (1 - tanh²c_t)
-//! d(gates_t) = [dc·g·i(1-i), dc·c_{t-1}·f(1-f), dc·i·(1-g²), dh·tanh(c_t)·o(1-o)]
-//! dW_hh = Σ_t d(gates_t)ᵀ h_{t-1}          d(xp_t) = d(gates_t)
-//! ```
-//!
-//! The op's one output is `Y = [h_1, ..., h_T, c_T]`, `[T+1, batch, H]`; the outputs and the final
-//! state are slices of it. Used for `Autodiff<NdArray>` and `Autodiff<Flex>` (training) and
-//! plain `NdArray`/`Flex` (inference), chosen at run time by type, so models keep a plain
-//! `B: Backend` bound; other backends, packed sequences and `proj_size` run the per-step loop.
+//! The node's one output is `Y = [h_1, ..., h_T, h_n (, c_n)]`, `[T + 1 (+ 1), batch, H]`; the
+//! outputs and the final state are slices of it. Packed sequences run only their active rows
+//! per step. Used for `Autodiff<NdArray>` and `Autodiff<Flex>` (training) and plain
+//! `NdArray`/`Flex` (inference), chosen at run time by type, so models keep a plain
+//! `B: Backend` bound; other backends (wgpu) and `proj_size` run the per-step loop.
 //! Setting `EMBER_UNFUSED=1` turns the fused path off (for benchmarks and comparisons).
 
 use std::any::{Any, TypeId};
@@ -34,9 +25,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{TensorData, TensorPrimitive};
+use ember_kernels::{Cell, Dims, Inputs, Saved};
+
+use crate::cell::CellState;
 
 /// Whether the fused path is on (it is unless `EMBER_UNFUSED` is set).
 pub fn enabled() -> bool {
@@ -52,156 +45,131 @@ fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
-/// What the backward pass needs, on the inner backend.
+/// The values of `t` in row-major order, as `f32`.
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("converted to f32")
+}
+
+/// `values` as a tensor of `shape` on `device`.
+fn device_tensor<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// One recurrence's inputs on backend `B`.
 #[derive(Debug, Clone)]
-struct Saved<B: Backend> {
-    /// `W_hh`, `[4H, H]`.
-    w_hh: FloatTensor<B>,
-    /// Per step: `σ` of the gates `[batch, 4H]` (the g block unused).
-    sig: Vec<FloatTensor<B>>,
-    /// Per step: `tanh` of the g gate, `[batch, H]`.
-    tanh_g: Vec<FloatTensor<B>>,
-    /// `c_0, ..., c_T`.
-    cs: Vec<FloatTensor<B>>,
-    /// `tanh(c_1), ..., tanh(c_T)`.
-    tanh_c: Vec<FloatTensor<B>>,
-    /// `h_0, ..., h_{T-1}`.
-    hs: Vec<FloatTensor<B>>,
-}
-
-/// Sequences at least this long get a row-major copy of `W_hhᵀ` (copying 256×1024 floats
-/// through host memory costs about as much as 16 steps' matmuls on ndarray).
-const CONTIGUOUS_FROM: usize = 16;
-
-/// A row-major copy of `t` (a matmul with a transposed view as right operand is about twice
-/// as slow on the CPU backends).
-fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
-    let device = t.device();
-    Tensor::from_data(t.into_data(), &device)
-}
-
-/// The recurrence on a plain backend: `Y [T+1, batch, H]`, and what the backward needs when
-/// `save`.
-fn forward<B: Backend>(
+struct Recurrence<B: Backend> {
+    cell: Cell,
+    /// `[T, batch, G·H]`.
     xp: Tensor<B, 3>,
+    /// `[G·H, H]`.
     w_hh: Tensor<B, 2>,
+    /// `[batch, H]`.
     h0: Tensor<B, 2>,
-    c0: Tensor<B, 2>,
-    save: bool,
-) -> (Tensor<B, 3>, Option<Saved<B>>) {
-    let [steps, batch, h4] = xp.dims();
-    let h = h4 / 4;
-    // The copy pays off over a sequence; one step (sampling) uses the transposed view.
-    let w_t = if steps >= CONTIGUOUS_FROM {
-        contiguous(w_hh.clone().transpose())
-    } else {
-        w_hh.clone().transpose()
-    };
-    let (mut hc, mut cc) = (h0, c0);
-    let mut outs = Vec::with_capacity(steps + 1);
-    let mut saved = Saved {
-        w_hh: primitive(w_hh),
-        sig: Vec::new(),
-        tanh_g: Vec::new(),
-        cs: vec![primitive(cc.clone())],
-        tanh_c: Vec::new(),
-        hs: Vec::new(),
-    };
-    for t in 0..steps {
-        let gates =
-            xp.clone().slice(s![t..t + 1]).reshape([batch, h4]) + hc.clone().matmul(w_t.clone());
-        let sg = sigmoid(gates.clone());
-        let i = sg.clone().slice(s![.., 0..h]);
-        let f = sg.clone().slice(s![.., h..2 * h]);
-        let o = sg.clone().slice(s![.., 3 * h..4 * h]);
-        let g = gates.slice(s![.., 2 * h..3 * h]).tanh();
-        cc = f * cc + i * g.clone();
-        let tc = cc.clone().tanh();
-        if save {
-            saved.hs.push(primitive(hc.clone()));
-            saved.sig.push(primitive(sg));
-            saved.tanh_g.push(primitive(g));
-            saved.cs.push(primitive(cc.clone()));
-            saved.tanh_c.push(primitive(tc.clone()));
-        }
-        hc = o * tc;
-        outs.push(hc.clone());
-    }
-    outs.push(cc);
-    (Tensor::stack(outs, 0), save.then_some(saved))
+    /// LSTM: `c_0 [batch, H]`; GRU: `b_hh [1, 3H]` when the cell has biases; else `None`.
+    aux: Option<Tensor<B, 2>>,
+    /// Active rows per step (empty: all).
+    active: Vec<usize>,
 }
 
-/// BPTT from `dy = dL/dY`: the gradients of `xp`, `W_hh`, `h_0`, `c_0` (those in `need`).
-fn backward<B: Backend>(
-    st: Saved<B>,
-    dy: Tensor<B, 3>,
-    need: [bool; 4],
-) -> [Option<FloatTensor<B>>; 4] {
-    let [t1, batch, h] = dy.dims();
-    let steps = t1 - 1;
-    let w_hh: Tensor<B, 2> = tensor(st.w_hh);
-    let row = |t: usize| dy.clone().slice(s![t..t + 1]).reshape([batch, h]);
-    let mut dc = row(steps);
-    let mut dh_next: Option<Tensor<B, 2>> = None;
-    let mut d_gates = Vec::with_capacity(steps);
-    let (mut sig, mut tanh_g, mut cs, mut tanh_c) = (st.sig, st.tanh_g, st.cs, st.tanh_c);
-    for t in (0..steps).rev() {
-        let dh = match dh_next.take() {
-            Some(d) => row(t) + d,
-            None => row(t),
-        };
-        let sg: Tensor<B, 2> = tensor(sig.pop().expect("one per step"));
-        let g: Tensor<B, 2> = tensor(tanh_g.pop().expect("one per step"));
-        let tc: Tensor<B, 2> = tensor(tanh_c.pop().expect("one per step"));
-        cs.pop();
-        let c_prev: Tensor<B, 2> = tensor(cs.last().expect("c_0 stays").clone());
-        let i = sg.clone().slice(s![.., 0..h]);
-        let f = sg.clone().slice(s![.., h..2 * h]);
-        let o = sg.slice(s![.., 3 * h..4 * h]);
-        let d_o = dh.clone() * tc.clone();
-        let dct = dc + dh * o.clone() * (tc.clone() * tc).neg().add_scalar(1.0);
-        let di = dct.clone() * g.clone() * i.clone() * i.clone().neg().add_scalar(1.0);
-        let dg = dct.clone() * i * (g.clone() * g).neg().add_scalar(1.0);
-        let df = dct.clone() * c_prev * f.clone() * f.clone().neg().add_scalar(1.0);
-        let do_ = d_o * o.clone() * o.neg().add_scalar(1.0);
-        dc = dct * f;
-        let d_gate = Tensor::cat(vec![di, df, dg, do_], 1);
-        if t > 0 || need[2] {
-            dh_next = Some(d_gate.clone().matmul(w_hh.clone()));
-        }
-        d_gates.push(d_gate);
-    }
-    d_gates.reverse();
-    let d_xp: Tensor<B, 3> = Tensor::stack(d_gates, 0);
-    let d_w_hh = need[1].then(|| {
-        let hs: Vec<Tensor<B, 2>> = st.hs.into_iter().map(tensor).collect();
-        let h_prev = Tensor::cat(hs, 0);
-        let flat = d_xp.clone().reshape([steps * batch, 4 * h]);
-        primitive(flat.transpose().matmul(h_prev))
+/// What the node keeps for its backward pass.
+#[derive(Debug, Clone)]
+struct NodeState {
+    saved: Saved,
+    cell: Cell,
+    dims: Dims,
+}
+
+/// Runs the recurrence on a plain backend: `Y`, and the node state when `save`.
+fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 3>, Option<NodeState>) {
+    let device = r.xp.device();
+    let [steps, batch, _] = r.xp.dims();
+    let hidden = r.h0.dims()[1];
+    let dims = Dims {
+        steps,
+        batch,
+        hidden,
+    };
+    let (b_hh, c0) = match (r.cell, r.aux) {
+        (Cell::Lstm, Some(c0)) => (Vec::new(), host(c0)),
+        (Cell::Gru, Some(b)) => (host(b), Vec::new()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let inputs = Inputs {
+        cell: r.cell,
+        dims,
+        xp: host(r.xp),
+        w_hh: host(r.w_hh),
+        b_hh,
+        h0: host(r.h0),
+        c0,
+        active: r.active,
+    };
+    let (y, saved) =
+        ember_kernels::forward(inputs, save).expect("the layer passes matching shapes");
+    let rows = r.cell.output_rows(steps);
+    let state = saved.map(|saved| NodeState {
+        saved,
+        cell: r.cell,
+        dims,
     });
-    [
-        need[0].then(|| primitive(d_xp)),
-        d_w_hh,
-        if need[2] {
-            dh_next.map(primitive)
-        } else {
-            None
-        },
-        need[3].then(|| primitive(dc)),
-    ]
+    (device_tensor(y, [rows, batch, hidden], &device), state)
 }
 
 /// The autodiff node of the recurrence.
 #[derive(Debug)]
-struct LstmRecurrence;
+struct FusedRecurrence;
 
-impl<B: Backend> Backward<B, 4> for LstmRecurrence {
-    type State = Saved<B>;
+impl<B: Backend> Backward<B, 4> for FusedRecurrence {
+    type State = NodeState;
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy: Tensor<B, 3> = tensor(grads.consume::<B>(&ops.node));
-        let need = [0, 1, 2, 3].map(|k| ops.parents[k].is_some());
-        let found = backward::<B>(ops.state, dy, need);
+        let device = dy.device();
+        let NodeState { saved, cell, dims } = ops.state;
+        let g = ember_kernels::backward(saved, &host(dy)).expect("dy has the shape of Y");
+        let Dims {
+            steps,
+            batch,
+            hidden,
+        } = dims;
+        let width = cell.gates() * hidden;
+        let found: [Option<FloatTensor<B>>; 4] = [
+            Some(primitive(device_tensor::<B, 3>(
+                g.xp,
+                [steps, batch, width],
+                &device,
+            ))),
+            Some(primitive(device_tensor::<B, 2>(
+                g.w_hh,
+                [width, hidden],
+                &device,
+            ))),
+            Some(primitive(device_tensor::<B, 2>(
+                g.h0,
+                [batch, hidden],
+                &device,
+            ))),
+            match cell {
+                Cell::Lstm => Some(primitive(device_tensor::<B, 2>(
+                    g.c0,
+                    [batch, hidden],
+                    &device,
+                ))),
+                Cell::Gru => Some(primitive(device_tensor::<B, 2>(
+                    g.b_hh,
+                    [1, width],
+                    &device,
+                ))),
+                Cell::Rnn { .. } => None,
+            },
+        ];
         for (parent, grad) in ops.parents.into_iter().zip(found) {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<B>(node.id, grad);
@@ -212,32 +180,38 @@ impl<B: Backend> Backward<B, 4> for LstmRecurrence {
 
 /// The recurrence as one node of `Autodiff<B, C>`'s graph.
 fn on_autodiff<B: Backend, C: CheckpointStrategy>(
-    xp: Tensor<Autodiff<B, C>, 3>,
-    w_hh: Tensor<Autodiff<B, C>, 2>,
-    h0: Tensor<Autodiff<B, C>, 2>,
-    c0: Tensor<Autodiff<B, C>, 2>,
+    r: Recurrence<Autodiff<B, C>>,
 ) -> Tensor<Autodiff<B, C>, 3> {
-    let (xp, w_hh, h0, c0) = (primitive(xp), primitive(w_hh), primitive(h0), primitive(c0));
-    let nodes = [&xp, &w_hh, &h0, &c0].map(|t| t.node.clone());
-    let inner = (
-        tensor::<B, 3>(xp.primitive),
-        tensor::<B, 2>(w_hh.primitive),
-        tensor::<B, 2>(h0.primitive),
-        tensor::<B, 2>(c0.primitive),
+    let has_aux = r.aux.is_some();
+    // An untracked placeholder fills the fourth parent when there is no `c_0`/`b_hh`.
+    let aux = r
+        .aux
+        .unwrap_or_else(|| Tensor::zeros([1, 1], &r.xp.device()));
+    let (xp, w_hh, h0, aux) = (
+        primitive(r.xp),
+        primitive(r.w_hh),
+        primitive(r.h0),
+        primitive(aux),
     );
-    let y = match LstmRecurrence
+    let nodes = [&xp, &w_hh, &h0, &aux].map(|t| t.node.clone());
+    let inner = Recurrence::<B> {
+        cell: r.cell,
+        xp: tensor(xp.primitive),
+        w_hh: tensor(w_hh.primitive),
+        h0: tensor(h0.primitive),
+        aux: has_aux.then(|| tensor(aux.primitive)),
+        active: r.active,
+    };
+    let y = match FusedRecurrence
         .prepare::<C>(nodes)
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (y, saved) = forward(inner.0, inner.1, inner.2, inner.3, true);
-            prep.finish(saved.expect("saved when asked"), primitive(y))
+            let (y, state) = forward(inner, true);
+            prep.finish(state.expect("saved when asked"), primitive(y))
         }
-        OpsKind::UnTracked(prep) => {
-            let (y, _) = forward(inner.0, inner.1, inner.2, inner.3, false);
-            prep.finish(primitive(y))
-        }
+        OpsKind::UnTracked(prep) => prep.finish(primitive(forward(inner, false).0)),
     };
     tensor(y)
 }
@@ -250,55 +224,76 @@ fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
         .map(|b| *b)
 }
 
-/// The recurrence's inputs on backend `B`.
-type Inputs<B> = (Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>);
-
-/// Runs on `Autodiff<I>` when `B` is that backend.
-fn autodiff_as<B: Backend, I: Backend>(args: &Inputs<B>) -> Option<Tensor<B, 3>> {
-    if TypeId::of::<B>() != TypeId::of::<Autodiff<I, NoCheckpointing>>() {
-        return None;
-    }
-    let y = on_autodiff::<I, NoCheckpointing>(
-        cast(args.0.clone())?,
-        cast(args.1.clone())?,
-        cast(args.2.clone())?,
-        cast(args.3.clone())?,
-    );
-    cast(y)
-}
-
-/// Runs on the plain backend `I` when `B` is `I` (inference).
-fn plain_as<B: Backend, I: Backend>(args: &Inputs<B>) -> Option<Tensor<B, 3>> {
+/// `r` on backend `I`, when `B` is `I`.
+fn recast<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Recurrence<I>> {
     if TypeId::of::<B>() != TypeId::of::<I>() {
         return None;
     }
-    let (y, _) = forward::<I>(
-        cast(args.0.clone())?,
-        cast(args.1.clone())?,
-        cast(args.2.clone())?,
-        cast(args.3.clone())?,
-        false,
-    );
-    cast(y)
+    Some(Recurrence {
+        cell: r.cell,
+        xp: cast(r.xp.clone())?,
+        w_hh: cast(r.w_hh.clone())?,
+        h0: cast(r.h0.clone())?,
+        aux: match &r.aux {
+            Some(a) => Some(cast(a.clone())?),
+            None => None,
+        },
+        active: r.active.clone(),
+    })
 }
 
-/// `Y = [h_1, ..., h_T, c_T]` (`[T+1, batch, H]`) of the LSTM recurrence over the projected
-/// input `xp [T, batch, 4H]` from `(h_0, c_0)`, with `W_hh [4H, H]`; `None` when the backend
-/// has no fused path (or it is turned off, or `T` is 0).
-pub fn lstm_recurrence<B: Backend>(
+/// Runs on `Autodiff<I>` when `B` is that backend.
+fn autodiff_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 3>> {
+    cast(on_autodiff::<I, NoCheckpointing>(recast::<B, Autodiff<I>>(
+        r,
+    )?))
+}
+
+/// Runs on the plain backend `I` when `B` is `I` (inference).
+fn plain_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 3>> {
+    cast(forward::<I>(recast::<B, I>(r)?, false).0)
+}
+
+/// The outputs `[T, batch, H]` and final state of `cell`'s recurrence over the projected input
+/// `xp [T, batch, G·H]` from `state`, with `W_hh [G·H, H]` and (GRU) `b_hh`; `active` gives
+/// the rows running at each step of a packed batch (empty: all). `None` when the backend has
+/// no fused path (or it is turned off, or `T` is 0).
+pub(crate) fn recurrence<B: Backend>(
+    cell: Cell,
     xp: Tensor<B, 3>,
     w_hh: Tensor<B, 2>,
-    h0: Tensor<B, 2>,
-    c0: Tensor<B, 2>,
-) -> Option<Tensor<B, 3>> {
-    if !enabled() || xp.dims()[0] == 0 {
+    b_hh: Option<Tensor<B, 1>>,
+    state: &CellState<B>,
+    active: &[usize],
+) -> Option<(Tensor<B, 3>, CellState<B>)> {
+    let steps = xp.dims()[0];
+    if !enabled() || steps == 0 {
         return None;
     }
-    let args = (xp, w_hh, h0, c0);
-    autodiff_as::<B, NdArray>(&args)
-        .or_else(|| autodiff_as::<B, Flex>(&args))
-        .or_else(|| plain_as::<B, NdArray>(&args))
-        .or_else(|| plain_as::<B, Flex>(&args))
+    let aux = match cell {
+        Cell::Lstm => Some(state.c.clone()?),
+        Cell::Gru => b_hh.map(|b| b.unsqueeze_dim(0)),
+        Cell::Rnn { .. } => None,
+    };
+    let r = Recurrence {
+        cell,
+        xp,
+        w_hh,
+        h0: state.h.clone(),
+        aux,
+        active: active.to_vec(),
+    };
+    let y = autodiff_as::<B, NdArray>(&r)
+        .or_else(|| autodiff_as::<B, Flex>(&r))
+        .or_else(|| plain_as::<B, NdArray>(&r))
+        .or_else(|| plain_as::<B, Flex>(&r))?;
+    let [_, batch, hidden] = y.dims();
+    let row = |t: usize| y.clone().slice(s![t..t + 1]).reshape([batch, hidden]);
+    let last = CellState {
+        h: row(steps),
+        c: (cell == Cell::Lstm).then(|| row(steps + 1)),
+    };
+    Some((y.slice(s![0..steps]), last))
 }
 
 #[cfg(test)]
@@ -309,67 +304,96 @@ mod tests {
     use burn::tensor::Distribution;
 
     use super::*;
-    use crate::cell::{CellOptions, CellSpec, CellState, RecurrentCell};
+    use crate::cell::{CellOptions, CellSpec, RecurrentCell};
+    use crate::packing::Packing;
     use crate::recurrent::run_steps;
-    use crate::LstmCell;
+    use crate::rnn::Nonlinearity;
+    use crate::torch::TorchParam;
+    use crate::{GruCell, LstmCell, RnnCell};
 
     fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         t.into_data().iter::<f32>().collect()
     }
 
+    /// What one run gives: outputs, final state and every gradient, by name.
+    type Results = Vec<(String, Vec<f32>)>;
+
     /// Outputs, final state and every gradient of the fused recurrence (`fused`) or of the
-    /// per-step loop, for the same cell, inputs and loss.
-    fn run<B: AutodiffBackend>(
-        cell: &LstmCell<B>,
+    /// per-step loop, for the same cell, inputs, packing and loss.
+    fn run<B: AutodiffBackend, C: RecurrentCell<B>>(
+        cell: &C,
         inputs: &[Tensor<B::InnerBackend, 3>; 2],
         state: &[Tensor<B::InnerBackend, 2>; 4],
+        packing: Option<&Packing>,
         fused: bool,
-    ) -> Vec<Vec<f32>> {
+    ) -> Results {
         let x = Tensor::<B, 3>::from_inner(inputs[0].clone()).require_grad();
         let h0 = Tensor::<B, 2>::from_inner(state[0].clone()).require_grad();
-        let c0 = Tensor::<B, 2>::from_inner(state[1].clone()).require_grad();
+        let c0 =
+            C::HAS_CELL_STATE.then(|| Tensor::<B, 2>::from_inner(state[1].clone()).require_grad());
         let start = CellState {
             h: h0.clone(),
-            c: Some(c0.clone()),
+            c: c0.clone(),
         };
         let projected = cell.input_projection(x.clone());
         let (out, last) = if fused {
-            cell.fused_recurrence(projected, &start)
+            let steps = projected.dims()[0];
+            let active: Vec<usize> =
+                packing.map_or_else(Vec::new, |p| (0..steps).map(|t| p.active_at(t)).collect());
+            cell.fused_recurrence(projected, &start, &active)
                 .expect("the fused path runs on this backend")
         } else {
-            run_steps(cell, projected, start, None, false)
+            run_steps(cell, projected, start, packing, false)
         };
-        let c_n = last.c.clone().expect("an LSTM state");
-        // Weighted sums, so every output, h_n and c_n element gets its own gradient.
-        let loss = (out.clone() * Tensor::from_inner(inputs[1].clone())).sum()
-            + (last.h.clone() * Tensor::from_inner(state[2].clone())).sum()
-            + (c_n.clone() * Tensor::from_inner(state[3].clone())).sum();
+        // Weighted sums, so every output and final-state element gets its own gradient.
+        let mut loss = (out.clone() * Tensor::from_inner(inputs[1].clone())).sum()
+            + (last.h.clone() * Tensor::from_inner(state[2].clone())).sum();
+        if let Some(c) = &last.c {
+            loss = loss + (c.clone() * Tensor::from_inner(state[3].clone())).sum();
+        }
         let grads = loss.backward();
-        let grad = |t: Tensor<B, 2>| values(t.grad(&grads).expect("a gradient"));
-        let bias = |b: &Option<burn::module::Param<Tensor<B, 1>>>| {
-            values(
-                b.as_ref()
-                    .expect("biases")
-                    .val()
-                    .grad(&grads)
-                    .expect("a gradient"),
-            )
-        };
-        vec![
-            values(out.inner()),
-            values(last.h.inner()),
-            values(c_n.inner()),
-            values(x.grad(&grads).expect("a gradient")),
-            grad(h0),
-            grad(c0),
-            grad(cell.weight_ih.val()),
-            grad(cell.weight_hh.val()),
-            bias(&cell.bias_ih),
-            bias(&cell.bias_hh),
-        ]
+        let mut found = vec![
+            ("out".to_string(), values(out.inner())),
+            ("h_n".to_string(), values(last.h.inner())),
+            ("dx".to_string(), values(x.grad(&grads).expect("dx"))),
+            ("dh0".to_string(), values(h0.grad(&grads).expect("dh0"))),
+        ];
+        if let (Some(c), Some(c0)) = (last.c, c0) {
+            found.push(("c_n".to_string(), values(c.inner())));
+            found.push(("dc0".to_string(), values(c0.grad(&grads).expect("dc0"))));
+        }
+        for p in cell.torch_params("", "") {
+            let (name, grad) = match p {
+                TorchParam::Matrix(n, t) => (n, t.grad(&grads).map(values)),
+                TorchParam::Vector(n, t) => (n, t.grad(&grads).map(values)),
+            };
+            found.push((format!("d{name}"), grad.expect("a parameter gradient")));
+        }
+        found
     }
 
-    fn matches_the_step_loop<B: AutodiffBackend>(device: &B::Device) {
+    fn compare(what: &str, fused: &Results, stepped: &Results) {
+        assert_eq!(fused.len(), stepped.len(), "{what}");
+        for ((name, a), (other, b)) in fused.iter().zip(stepped) {
+            assert_eq!(name, other);
+            assert_eq!(a.len(), b.len(), "{what} {name}");
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "{what} {name}: fused and per-step differ by {worst}"
+            );
+        }
+    }
+
+    fn matches_the_step_loop<B: AutodiffBackend, C: RecurrentCell<B>>(
+        what: &str,
+        options: CellOptions,
+        device: &B::Device,
+    ) {
         B::seed(device, 3);
         let (steps, batch, input, hidden) = (7, 3, 5, 4);
         let spec = CellSpec {
@@ -378,36 +402,41 @@ mod tests {
             output_size: hidden,
             bias: true,
         };
-        let cell = LstmCell::<B>::init(spec, &CellOptions::default(), device).unwrap();
+        let cell = C::init(spec, &options, device).unwrap();
         let n = Distribution::Normal(0.0, 0.7);
         let inputs = [
             Tensor::random([steps, batch, input], n, device),
             Tensor::random([steps, batch, hidden], n, device),
         ];
         let state = [0, 1, 2, 3].map(|_| Tensor::random([batch, hidden], n, device));
-        let fused = run(&cell, &inputs, &state, true);
-        let stepped = run(&cell, &inputs, &state, false);
-        let names = [
-            "out", "h_n", "c_n", "dx", "dh0", "dc0", "dW_ih", "dW_hh", "db_ih", "db_hh",
+        let full = [
+            run(&cell, &inputs, &state, None, true),
+            run(&cell, &inputs, &state, None, false),
         ];
-        for ((name, a), b) in names.iter().zip(&fused).zip(&stepped) {
-            assert_eq!(a.len(), b.len(), "{name}");
-            let worst = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max);
-            assert!(worst < 1e-5, "{name}: fused and per-step differ by {worst}");
-        }
+        compare(what, &full[0], &full[1]);
+        // A packed batch, sorted longest first, with a sequence of one step.
+        let packing = Packing::new(&[7, 4, 1], steps);
+        let packed = [true, false].map(|f| run(&cell, &inputs, &state, Some(&packing), f));
+        compare(&format!("{what} packed"), &packed[0], &packed[1]);
+    }
+
+    fn every_cell<B: AutodiffBackend>(device: &B::Device) {
+        let relu = CellOptions {
+            nonlinearity: Nonlinearity::Relu,
+        };
+        matches_the_step_loop::<B, LstmCell<B>>("lstm", CellOptions::default(), device);
+        matches_the_step_loop::<B, GruCell<B>>("gru", CellOptions::default(), device);
+        matches_the_step_loop::<B, RnnCell<B>>("rnn tanh", CellOptions::default(), device);
+        matches_the_step_loop::<B, RnnCell<B>>("rnn relu", relu, device);
     }
 
     #[test]
-    fn fused_lstm_matches_the_step_loop_on_ndarray() {
-        matches_the_step_loop::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
+    fn fused_cells_match_the_step_loop_on_ndarray() {
+        every_cell::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
     }
 
     #[test]
-    fn fused_lstm_matches_the_step_loop_on_flex() {
-        matches_the_step_loop::<Autodiff<Flex>>(&FlexDevice);
+    fn fused_cells_match_the_step_loop_on_flex() {
+        every_cell::<Autodiff<Flex>>(&FlexDevice);
     }
 }

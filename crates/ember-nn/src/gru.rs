@@ -3,6 +3,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
+use ember_kernels::Cell;
 
 use crate::cell::{
     load_gate_params, project, recur, split_gates, CellOptions, CellSpec, CellState, GateWeights,
@@ -58,6 +59,16 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
         let n = (i_n + r * h_n).tanh();
         let h = n.clone() + z * (state.h.clone() - n);
         CellState { h, c: None }
+    }
+
+    fn fused_recurrence(
+        &self,
+        projected: Tensor<B, 3>,
+        state: &CellState<B>,
+        active: &[usize],
+    ) -> Option<(Tensor<B, 3>, CellState<B>)> {
+        let (w_hh, b_hh) = (self.weight_hh.val(), self.bias_hh.as_ref().map(|b| b.val()));
+        crate::fused::recurrence(Cell::Gru, projected, w_hh, b_hh, state, active)
     }
 
     fn load_torch(

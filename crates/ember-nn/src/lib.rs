@@ -6,7 +6,8 @@
 //! - [`recurrent`]: stacking, directions, dropout and lengths for any cell ([`Lstm`], [`Gru`],
 //!   [`Rnn`]), around [`recurrent::run_direction`], the one loop over time.
 //! - [`layer`]: [`AnyRecurrent`], a layer whose cell is chosen at run time ([`CellKind`]).
-//! - [`fused`]: the LSTM recurrence as one autodiff op with a hand-written backward (CPU).
+//! - [`fused`]: the LSTM, GRU and RNN recurrences as one autodiff op each, with a hand-written
+//!   backward pass (CPU, on `ember-kernels`).
 //! - [`packing`]: variable lengths as PyTorch packs them (sorted, shrinking active batch).
 //! - [`torch`]: PyTorch `state_dict` names, to load and list parameters.
 //! - [`scratch`]: the hand-written two-head teaching RNN.

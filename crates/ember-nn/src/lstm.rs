@@ -3,6 +3,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
+use ember_kernels::Cell;
 
 use crate::cell::{
     load_gate_params, project, recur, split_gates, times_transposed, uniform, CellOptions,
@@ -71,25 +72,13 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         &self,
         projected: Tensor<B, 3>,
         state: &CellState<B>,
+        active: &[usize],
     ) -> Option<(Tensor<B, 3>, CellState<B>)> {
         if self.weight_hr.is_some() {
             return None;
         }
-        let y = crate::fused::lstm_recurrence(
-            projected,
-            self.weight_hh.val(),
-            state.h.clone(),
-            state.c.clone()?,
-        )?;
-        let [rows, batch, hidden] = y.dims();
-        let steps = rows - 1;
-        let out = y.clone().slice(s![0..steps]);
-        let h = y
-            .clone()
-            .slice(s![steps - 1..steps])
-            .reshape([batch, hidden]);
-        let c = y.slice(s![steps..rows]).reshape([batch, hidden]);
-        Some((out, CellState { h, c: Some(c) }))
+        let w_hh = self.weight_hh.val();
+        crate::fused::recurrence(Cell::Lstm, projected, w_hh, None, state, active)
     }
 
     fn load_torch(

@@ -303,8 +303,8 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
 }
 
 /// Runs `cell` over a time-major input `[T, batch, in]` from `state`: the only loop over time.
-/// Without packing, a cell with a fused recurrence (the LSTM on the CPU backends, see
-/// [`crate::fused`]) runs it as one operation instead.
+/// A cell with a fused recurrence (every cell on the CPU backends except a projected LSTM,
+/// see [`crate::fused`]) runs it as one operation instead, packed or not.
 ///
 /// With `packing`, the batch is sorted longest first and step `t` runs the cell on the
 /// `packing.active_at(t)` sequences still going; the others keep their state and emit zeros.
@@ -319,11 +319,17 @@ pub fn run_direction<B: Backend, C: RecurrentCell<B>>(
     reverse: bool,
 ) -> (Tensor<B, 3>, CellState<B>) {
     let projected = cell.input_projection(x);
-    if packing.is_none() {
-        let time = |t: Tensor<B, 3>| if reverse { t.flip([0]) } else { t };
-        if let Some((out, last)) = cell.fused_recurrence(time(projected.clone()), &state) {
-            return (time(out), last);
-        }
+    let steps = projected.dims()[0];
+    // The fused path runs forward in time: a reverse direction gets the time-flipped input
+    // (and active rows), so rows of short sequences start late, from their initial state.
+    let mut active: Vec<usize> =
+        packing.map_or_else(Vec::new, |p| (0..steps).map(|t| p.active_at(t)).collect());
+    let time = |t: Tensor<B, 3>| if reverse { t.flip([0]) } else { t };
+    if reverse {
+        active.reverse();
+    }
+    if let Some((out, last)) = cell.fused_recurrence(time(projected.clone()), &state, &active) {
+        return (time(out), last);
     }
     run_steps(cell, projected, state, packing, reverse)
 }

@@ -3,6 +3,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use ember_kernels::Cell;
 use serde::{Deserialize, Serialize};
 
 use crate::cell::{
@@ -68,6 +69,18 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
             Nonlinearity::Relu => relu(pre),
         };
         CellState { h, c: None }
+    }
+
+    fn fused_recurrence(
+        &self,
+        projected: Tensor<B, 3>,
+        state: &CellState<B>,
+        active: &[usize],
+    ) -> Option<(Tensor<B, 3>, CellState<B>)> {
+        let cell = Cell::Rnn {
+            relu: self.nonlinearity == Nonlinearity::Relu,
+        };
+        crate::fused::recurrence(cell, projected, self.weight_hh.val(), None, state, active)
     }
 
     fn load_torch(
