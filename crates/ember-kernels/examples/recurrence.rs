@@ -18,6 +18,7 @@ fn main() {
         steps: num(1, 100),
         batch: num(2, 32),
         hidden: num(3, 256),
+        output: num(3, 256),
     };
     let g = cell.gates() * dims.hidden;
     let fill = |n: usize| {
@@ -30,6 +31,7 @@ fn main() {
         dims,
         xp: fill(dims.steps * dims.batch * g),
         w_hh: fill(g * dims.hidden).iter().map(|w| w * 0.1).collect(),
+        w_hr: Vec::new(),
         b_hh: Vec::new(),
         h0: vec![0.0; dims.state_len()],
         c0: if cell == Cell::Lstm {

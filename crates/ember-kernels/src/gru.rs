@@ -109,7 +109,7 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
     };
     let mut h = inputs.h0;
     let mut hp = vec![0.0; batch * g];
-    let mut y = vec![0.0; Cell::Gru.output_rows(steps) * bh];
+    let mut y = vec![0.0; d.y_len(Cell::Gru)];
     let mut h_prev = Vec::with_capacity(if save { steps * bh } else { 0 });
     let mut hn = vec![0.0; if save { steps * bh } else { bh }];
     for t in 0..steps {
@@ -144,6 +144,8 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
         act: xp,
         extra: hn,
         tanh_c: Vec::new(),
+        h_full: Vec::new(),
+        w_hr: Vec::new(),
     });
     (y, saved)
 }
@@ -186,6 +188,7 @@ pub(crate) fn backward(saved: Saved, dy: &[f32]) -> Grads {
     Grads {
         xp: dg,
         w_hh,
+        w_hr: Vec::new(),
         b_hh,
         h0: dh,
         c0: Vec::new(),

@@ -12,9 +12,9 @@
 //! its last valid step (sort the batch longest first, as `pack_padded_sequence` does). For a
 //! reversed direction pass the time-flipped input and `active`.
 //!
-//! Tensors are row-major. The forward output `y` is `[T + 1, batch, H]` for GRU and RNN (the
-//! outputs, then `h_n`) and `[T + 2, batch, H]` for an LSTM (then `c_n`); the backward pass
-//! takes `dL/dy` of that shape.
+//! Tensors are row-major. The forward output `y` holds the outputs `[T, batch, H_out]`, then
+//! `h_n [batch, H_out]` and, for an LSTM, `c_n [batch, H]` ([`Dims::y_len`] values); the
+//! backward pass takes `dL/dy` of that layout. `H_out` is `H`, or an LSTM's `proj_size`.
 
 mod gru;
 mod lstm;
@@ -28,7 +28,7 @@ pub use simd::level as simd_level;
 /// The recurrent cell, with PyTorch's gate order and equations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cell {
-    /// `torch.nn.LSTM` without `proj_size`: gates i, f, g, o.
+    /// `torch.nn.LSTM`: gates i, f, g, o; with `proj_size`, `h = W_hr (o ⊙ tanh c)`.
     Lstm,
     /// `torch.nn.GRU`: gates r, z, n, reset applied after the `W_hn` product.
     Gru,
@@ -48,11 +48,6 @@ impl Cell {
             Cell::Rnn { .. } => 1,
         }
     }
-
-    /// Rows of `y`: `T` outputs, `h_n` and, for an LSTM, `c_n`.
-    pub fn output_rows(self, steps: usize) -> usize {
-        steps + if self == Cell::Lstm { 2 } else { 1 }
-    }
 }
 
 /// Sizes of one recurrence.
@@ -64,12 +59,25 @@ pub struct Dims {
     pub batch: usize,
     /// Hidden size `H`.
     pub hidden: usize,
+    /// Width `H_out` of `h`: an LSTM's `proj_size`, else `H`.
+    pub output: usize,
 }
 
 impl Dims {
-    /// Values in one `[batch, H]` state.
+    /// Values in one `[batch, H_out]` state `h`.
     pub fn state_len(self) -> usize {
-        self.batch * self.hidden
+        self.batch * self.output
+    }
+
+    /// Values in the forward output `y` of `cell`: `T + 1` blocks of `[batch, H_out]` and, for
+    /// an LSTM, `c_n [batch, H]`.
+    pub fn y_len(self, cell: Cell) -> usize {
+        let c = if cell == Cell::Lstm {
+            self.batch * self.hidden
+        } else {
+            0
+        };
+        (self.steps + 1) * self.state_len() + c
     }
 }
 
@@ -83,11 +91,13 @@ pub struct Inputs {
     /// The projected input `[T, batch, G·H]` (GRU: `x W_ihᵀ + b_ih`; LSTM and RNN: both
     /// biases added). Consumed: the kernel overwrites it with the gate activations.
     pub xp: Vec<f32>,
-    /// `W_hh`, `[G·H, H]`.
+    /// `W_hh`, `[G·H, H_out]`.
     pub w_hh: Vec<f32>,
+    /// LSTM with `proj_size` only: `W_hr`, `[H_out, H]`; otherwise empty.
+    pub w_hr: Vec<f32>,
     /// GRU only: `b_hh`, `[3H]`, or empty for none.
     pub b_hh: Vec<f32>,
-    /// `h_0`, `[batch, H]`.
+    /// `h_0`, `[batch, H_out]`.
     pub h0: Vec<f32>,
     /// LSTM only: `c_0`, `[batch, H]`.
     pub c0: Vec<f32>,
@@ -102,8 +112,9 @@ pub struct Saved {
     cell: Cell,
     dims: Dims,
     w_hh: Vec<f32>,
+    w_hr: Vec<f32>,
     active: Vec<usize>,
-    /// `h_{t-1}` of every step and row, `[T, batch, H]`.
+    /// `h_{t-1}` of every step and row, `[T, batch, H_out]`.
     h_prev: Vec<f32>,
     /// Gate activations `[T, batch, G·H]` (RNN: `h_t`).
     act: Vec<f32>,
@@ -111,6 +122,8 @@ pub struct Saved {
     extra: Vec<f32>,
     /// LSTM: `tanh c_t`, `[T, batch, H]`; otherwise empty.
     tanh_c: Vec<f32>,
+    /// LSTM with `proj_size`: `o ⊙ tanh c_t` before the projection, `[T, batch, H]`.
+    h_full: Vec<f32>,
 }
 
 /// The gradients of one backward pass.
@@ -118,11 +131,13 @@ pub struct Saved {
 pub struct Grads {
     /// `dL/dxp`, `[T, batch, G·H]`.
     pub xp: Vec<f32>,
-    /// `dL/dW_hh`, `[G·H, H]`.
+    /// `dL/dW_hh`, `[G·H, H_out]`.
     pub w_hh: Vec<f32>,
+    /// LSTM with `proj_size`: `dL/dW_hr`, `[H_out, H]`; otherwise empty.
+    pub w_hr: Vec<f32>,
     /// GRU: `dL/db_hh`, `[3H]`; otherwise empty.
     pub b_hh: Vec<f32>,
-    /// `dL/dh_0`, `[batch, H]`.
+    /// `dL/dh_0`, `[batch, H_out]`.
     pub h0: Vec<f32>,
     /// LSTM: `dL/dc_0`, `[batch, H]`; otherwise empty.
     pub c0: Vec<f32>,
@@ -146,15 +161,26 @@ impl Inputs {
             steps,
             batch,
             hidden,
+            output,
         } = self.dims;
+        let projected = output != hidden || !self.w_hr.is_empty();
+        if projected && self.cell != Cell::Lstm {
+            return Err(ShapeError(format!(
+                "only an LSTM has a projection ({:?} with H {hidden}, H_out {output})",
+                self.cell
+            )));
+        }
         let g = self.cell.gates() * hidden;
         let mut expect = vec![
             ("xp", self.xp.len(), steps * batch * g),
-            ("w_hh", self.w_hh.len(), g * hidden),
-            ("h0", self.h0.len(), batch * hidden),
+            ("w_hh", self.w_hh.len(), g * output),
+            ("h0", self.h0.len(), batch * output),
         ];
         if self.cell == Cell::Lstm {
             expect.push(("c0", self.c0.len(), batch * hidden));
+        }
+        if projected {
+            expect.push(("w_hr", self.w_hr.len(), output * hidden));
         }
         if self.cell == Cell::Gru && !self.b_hh.is_empty() {
             expect.push(("b_hh", self.b_hh.len(), g));
@@ -192,7 +218,7 @@ pub fn forward(mut inputs: Inputs, save: bool) -> Result<(Vec<f32>, Option<Saved
 /// BPTT from `dy = dL/dy` (the shape of [`forward`]'s `y`).
 pub fn backward(saved: Saved, dy: &[f32]) -> Result<Grads, ShapeError> {
     let d = saved.dims;
-    let want = saved.cell.output_rows(d.steps) * d.state_len();
+    let want = d.y_len(saved.cell);
     if dy.len() != want {
         return Err(ShapeError(format!(
             "dy has {} values, expected {want}",
@@ -206,7 +232,8 @@ pub fn backward(saved: Saved, dy: &[f32]) -> Result<Grads, ShapeError> {
     })
 }
 
-/// `dW = Σ_t dgᵀ h_{t-1}`: `[gates, H]` from `dg [rows, gates]` and `h_prev [rows, H]`.
+/// `dW = Σ_t dgᵀ h_{t-1}`: `[gates, H]` from `dg [rows, gates]` and `h_prev [rows, H]`
+/// (`H` = `hidden`).
 fn weight_grad(dg: &[f32], h_prev: &[f32], gates: usize, hidden: usize) -> Vec<f32> {
     let rows = h_prev.len() / hidden.max(1);
     let mut dw = vec![0.0; gates * hidden];

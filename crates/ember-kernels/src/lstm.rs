@@ -1,12 +1,13 @@
-//! The LSTM recurrence (gates i, f, g, o):
+//! The LSTM recurrence (gates i, f, g, o), with PyTorch's optional projection `W_hr`:
 //!
 //! ```text
 //! gates = xp_t + h_{t-1} W_hhᵀ      i, f, o = σ(·)   g = tanh(·)
-//! c_t = f ⊙ c_{t-1} + i ⊙ g         h_t = o ⊙ tanh(c_t)
+//! c_t = f ⊙ c_{t-1} + i ⊙ g         h_t = o ⊙ tanh(c_t)   (projected: h_t = (o ⊙ tanh c_t) W_hrᵀ)
 //! ```
 //! and its backward pass
 //! ```text
-//! dh = dy_t + dh_{t+1}               dc = dc_{t+1} + dh ⊙ o ⊙ (1 − tanh²c_t)
+//! dh = dy_t + dh_{t+1}               (projected: dh ← dh W_hr,  dW_hr += dhᵀ (o ⊙ tanh c_t))
+//! dc = dc_{t+1} + dh ⊙ o ⊙ (1 − tanh²c_t)
 //! d(gates) = [dc·g·i(1−i), dc·c_{t-1}·f(1−f), dc·i·(1−g²), dh·tanh(c_t)·o(1−o)]
 //! dh_{t-1} = d(gates) W_hh            dc_{t-1} = dc ⊙ f
 //! ```
@@ -17,33 +18,25 @@ use crate::simd::{blocks, multiversion};
 use crate::{weight_grad, zero_inactive, Cell, Grads, Inputs, Saved};
 
 multiversion! {
-    /// One step's gates for `rows` rows: activates `gates [rows, 4H]` in place and updates
-    /// `c` and `h`, writing `h` to `out` and `tanh c` to `tanh_c`.
-    fn cell(
-        hidden: usize,
-        gates: &mut [f32],
-        c: &mut [f32],
-        h: &mut [f32],
-        out: &mut [f32],
-        tanh_c: &mut [f32],
-    ) {
+    /// One step's gates for `rows` rows: activates `gates [rows, 4H]` in place, updates `c`,
+    /// and writes `o ⊙ tanh c` to `h` and `tanh c` to `tanh_c`.
+    fn cell(hidden: usize, gates: &mut [f32], c: &mut [f32], h: &mut [f32], tanh_c: &mut [f32]) {
         let n = hidden;
-        for ((((g, c), h), out), tc) in gates
+        for (((g, c), h), tc) in gates
             .chunks_exact_mut(4 * n)
             .zip(c.chunks_exact_mut(n))
             .zip(h.chunks_exact_mut(n))
-            .zip(out.chunks_exact_mut(n))
             .zip(tanh_c.chunks_exact_mut(n))
         {
             let (gi, rest) = g.split_at_mut(n);
             let (gf, rest) = rest.split_at_mut(n);
             let (gg, go) = rest.split_at_mut(n);
-            blocks([], [gi, gf, gg, go, c, h, out, tc], |[], v| {
+            blocks([], [gi, gf, gg, go, c, h, tc], |[], v| {
                 let [gi, gf, gg, go, c, ..] = *v;
                 let (i, f, g, o) = (sigmoid(gi), sigmoid(gf), tanh(gg), sigmoid(go));
                 let c_new = f * c + i * g;
                 let t = tanh(c_new);
-                *v = [i, f, g, o, c_new, o * t, o * t, t];
+                *v = [i, f, g, o, c_new, o * t, t];
             });
         }
     }
@@ -51,20 +44,19 @@ multiversion! {
 
 multiversion! {
     /// One step backward for `rows` rows: turns the activations `act [rows, 4H]` into the gate
-    /// gradients in place, from `dy` and the carried `dh`, `dc` (updated to `dc_{t-1}`).
+    /// gradients in place, from `dL/d(o ⊙ tanh c)` in `dh` and the carried `dc` (updated to
+    /// `dc_{t-1}`).
     fn cell_backward(
         hidden: usize,
         act: &mut [f32],
-        dy: &[f32],
         dh: &[f32],
         dc: &mut [f32],
         c_prev: &[f32],
         tanh_c: &[f32],
     ) {
         let n = hidden;
-        for (((((a, dy), dh), dc), cp), tc) in act
+        for ((((a, dh), dc), cp), tc) in act
             .chunks_exact_mut(4 * n)
-            .zip(dy.chunks_exact(n))
             .zip(dh.chunks_exact(n))
             .zip(dc.chunks_exact_mut(n))
             .zip(c_prev.chunks_exact(n))
@@ -73,9 +65,8 @@ multiversion! {
             let (ai, rest) = a.split_at_mut(n);
             let (af, rest) = rest.split_at_mut(n);
             let (ag, ao) = rest.split_at_mut(n);
-            blocks([dy, dh, cp, tc], [ai, af, ag, ao, dc], |&[dy, dh, cp, t], v| {
+            blocks([dh, cp, tc], [ai, af, ag, ao, dc], |&[dh, cp, t], v| {
                 let [i, f, g, o, dc] = *v;
-                let dh = dy + dh;
                 let dct = dc + dh * o * (1.0 - t * t);
                 *v = [
                     dct * g * i * (1.0 - i),
@@ -91,16 +82,19 @@ multiversion! {
 
 pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
     let d = inputs.dims;
-    let (steps, batch, n) = (d.steps, d.batch, d.hidden);
-    let (bh, g) = (d.state_len(), 4 * n);
+    let (steps, batch, n, p) = (d.steps, d.batch, d.hidden, d.output);
+    let (bh, bp, g) = (batch * n, batch * p, 4 * n);
+    let projected = !inputs.w_hr.is_empty();
     let mut xp = inputs.xp;
-    let w_t = transposed(&inputs.w_hh, g, n);
+    let w_t = transposed(&inputs.w_hh, g, p);
+    let w_hr_t = transposed(&inputs.w_hr, p, n);
     let mut h = inputs.h0;
     let mut c = inputs.c0;
-    let mut y = vec![0.0; Cell::Lstm.output_rows(steps) * bh];
-    let mut h_prev = Vec::with_capacity(if save { steps * bh } else { 0 });
-    let mut c_prev = Vec::with_capacity(h_prev.capacity());
-    let mut tanh_c = vec![0.0; if save { steps * bh } else { bh }];
+    let mut y = vec![0.0; d.y_len(Cell::Lstm)];
+    let mut h_prev = Vec::with_capacity(if save { steps * bp } else { 0 });
+    let mut c_prev = Vec::with_capacity(if save { steps * bh } else { 0 });
+    let per_step = |keep: bool| vec![0.0; if save && keep { steps * bh } else { bh }];
+    let (mut tanh_c, mut h_full) = (per_step(true), per_step(projected));
     for t in 0..steps {
         let rows = inputs.active[t];
         if save {
@@ -110,67 +104,96 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
         let gates = &mut xp[t * batch * g..(t * batch + rows) * g];
         matmul(
             gates,
-            View::row_major(&h, rows, n),
-            View::row_major(&w_t, n, g),
+            View::row_major(&h, rows, p),
+            View::row_major(&w_t, p, g),
             true,
         );
         let tc = if save { t * bh } else { 0 };
+        let hf = if save && projected { t * bh } else { 0 };
+        let hf = &mut h_full[hf..hf + rows * n];
         cell(
             n,
             gates,
             &mut c[..rows * n],
-            &mut h[..rows * n],
-            &mut y[t * bh..t * bh + rows * n],
+            hf,
             &mut tanh_c[tc..tc + rows * n],
         );
+        let out = &mut y[t * bp..t * bp + rows * p];
+        if projected {
+            matmul(
+                out,
+                View::row_major(hf, rows, n),
+                View::row_major(&w_hr_t, n, p),
+                false,
+            );
+        } else {
+            out.copy_from_slice(hf);
+        }
+        h[..rows * p].copy_from_slice(out);
     }
-    y[steps * bh..(steps + 1) * bh].copy_from_slice(&h);
-    y[(steps + 1) * bh..].copy_from_slice(&c);
+    y[steps * bp..(steps + 1) * bp].copy_from_slice(&h);
+    y[(steps + 1) * bp..].copy_from_slice(&c);
     let saved = save.then_some(Saved {
         cell: Cell::Lstm,
         dims: d,
         w_hh: inputs.w_hh,
+        w_hr: inputs.w_hr,
         active: inputs.active,
         h_prev,
         act: xp,
         extra: c_prev,
         tanh_c,
+        h_full: if projected { h_full } else { Vec::new() },
     });
     (y, saved)
 }
 
 pub(crate) fn backward(saved: Saved, dy: &[f32]) -> Grads {
     let d = saved.dims;
-    let (steps, batch, n) = (d.steps, d.batch, d.hidden);
-    let (bh, g) = (d.state_len(), 4 * n);
-    let mut dh = dy[steps * bh..(steps + 1) * bh].to_vec();
-    let mut dc = dy[(steps + 1) * bh..].to_vec();
+    let (steps, batch, n, p) = (d.steps, d.batch, d.hidden, d.output);
+    let (bh, bp, g) = (batch * n, batch * p, 4 * n);
+    let projected = !saved.w_hr.is_empty();
+    let mut dh = dy[steps * bp..(steps + 1) * bp].to_vec();
+    let mut dc = dy[(steps + 1) * bp..].to_vec();
     let mut dg = saved.act;
+    // dL/dh_t of every step (the projection's output), for dW_hr; and dL/d(o ⊙ tanh c).
+    let mut dh_out = vec![0.0; if projected { steps * bp } else { 0 }];
+    let mut dh_full = vec![0.0; bh];
     for t in (0..steps).rev() {
         let rows = saved.active[t];
         zero_inactive(&mut dg, t, rows, batch, g);
+        for (total, dy) in dh[..rows * p].iter_mut().zip(&dy[t * bp..]) {
+            *total += dy;
+        }
+        let dhf = &mut dh_full[..rows * n];
+        if projected {
+            dh_out[t * bp..t * bp + rows * p].copy_from_slice(&dh[..rows * p]);
+            let w_hr = View::row_major(&saved.w_hr, p, n);
+            matmul(dhf, View::row_major(&dh, rows, p), w_hr, false);
+        } else {
+            dhf.copy_from_slice(&dh[..rows * n]);
+        }
         let step = &mut dg[t * batch * g..(t * batch + rows) * g];
         let s = t * bh..t * bh + rows * n;
-        cell_backward(
-            n,
-            step,
-            &dy[s.clone()],
-            &dh[..rows * n],
-            &mut dc[..rows * n],
-            &saved.extra[s.clone()],
-            &saved.tanh_c[s],
-        );
+        let (c_prev, tanh_c) = (&saved.extra[s.clone()], &saved.tanh_c[s]);
+        cell_backward(n, step, dhf, &mut dc[..rows * n], c_prev, tanh_c);
         matmul(
-            &mut dh[..rows * n],
+            &mut dh[..rows * p],
             View::row_major(step, rows, g),
-            View::row_major(&saved.w_hh, g, n),
+            View::row_major(&saved.w_hh, g, p),
             false,
         );
     }
-    let w_hh = weight_grad(&dg, &saved.h_prev, g, n);
+    let w_hh = weight_grad(&dg, &saved.h_prev, g, p);
+    let w_hr = if projected {
+        weight_grad(&dh_out, &saved.h_full, p, n)
+    } else {
+        Vec::new()
+    };
     Grads {
         xp: dg,
         w_hh,
+        w_hr,
         b_hh: Vec::new(),
         h0: dh,
         c0: dc,

@@ -46,7 +46,7 @@ pub(crate) fn forward(inputs: Inputs, relu: bool, save: bool) -> (Vec<f32>, Opti
     let mut xp = inputs.xp;
     let w_t = transposed(&inputs.w_hh, n, n);
     let mut h = inputs.h0;
-    let mut y = vec![0.0; Cell::Rnn { relu }.output_rows(steps) * bh];
+    let mut y = vec![0.0; d.y_len(Cell::Rnn { relu })];
     let mut h_prev = Vec::with_capacity(if save { steps * bh } else { 0 });
     for t in 0..steps {
         let rows = inputs.active[t];
@@ -77,6 +77,8 @@ pub(crate) fn forward(inputs: Inputs, relu: bool, save: bool) -> (Vec<f32>, Opti
         act: xp,
         extra: Vec::new(),
         tanh_c: Vec::new(),
+        h_full: Vec::new(),
+        w_hr: Vec::new(),
     });
     (y, saved)
 }
@@ -105,6 +107,7 @@ pub(crate) fn backward(saved: Saved, dy: &[f32], relu: bool) -> Grads {
         xp: dg,
         w_hh,
         b_hh: Vec::new(),
+        w_hr: Vec::new(),
         h0: dh,
         c0: Vec::new(),
     }

@@ -24,30 +24,36 @@ fn sig(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// One problem: the inputs as `f64`, in the order xp, w_hh, b_hh, h0, c0.
+/// One problem: the inputs as `f64`, in the order xp, w_hh, b_hh, h0, c0, w_hr.
 struct Problem {
     cell: Cell,
     dims: Dims,
     active: Vec<usize>,
-    args: [Vec<f64>; 5],
+    args: [Vec<f64>; 6],
 }
 
 impl Problem {
     fn new(cell: Cell, dims: Dims, active: Vec<usize>, seed: u64) -> Self {
         let mut rng = Lcg(seed);
         let g = cell.gates() * dims.hidden;
-        let bh = dims.state_len();
+        let (bh, bp) = (dims.batch * dims.hidden, dims.state_len());
+        let projected = dims.output != dims.hidden;
         let args = [
             rng.values(dims.steps * dims.batch * g, 1.0),
-            rng.values(g * dims.hidden, 0.6),
+            rng.values(g * dims.output, 0.6),
             if cell == Cell::Gru {
                 rng.values(g, 0.5)
             } else {
                 Vec::new()
             },
-            rng.values(bh, 0.8),
+            rng.values(bp, 0.8),
             if cell == Cell::Lstm {
                 rng.values(bh, 0.8)
+            } else {
+                Vec::new()
+            },
+            if projected {
+                rng.values(dims.output * dims.hidden, 0.6)
             } else {
                 Vec::new()
             },
@@ -65,23 +71,25 @@ impl Problem {
     }
 
     /// `y` by the textbook equations, in `f64`.
-    fn reference(&self, a: &[Vec<f64>; 5]) -> Vec<f64> {
+    fn reference(&self, a: &[Vec<f64>; 6]) -> Vec<f64> {
         let Dims {
             steps,
             batch,
             hidden: n,
+            output: p,
         } = self.dims;
         let g = self.cell.gates() * n;
-        let [xp, w, b, h0, c0] = a;
+        let [xp, w, b, h0, c0, w_hr] = a;
         let (mut h, mut c) = (h0.clone(), c0.clone());
-        let mut y = vec![0.0; self.cell.output_rows(steps) * batch * n];
+        let mut y = vec![0.0; self.dims.y_len(self.cell)];
         for t in 0..steps {
             for r in 0..self.rows(t) {
                 let x = &xp[(t * batch + r) * g..(t * batch + r + 1) * g];
-                let hr = h[r * n..(r + 1) * n].to_vec();
-                let rec = |k: usize| (0..n).map(|i| w[k * n + i] * hr[i]).sum::<f64>();
-                for j in 0..n {
-                    let new = match self.cell {
+                let hr = h[r * p..(r + 1) * p].to_vec();
+                let rec = |k: usize| (0..p).map(|i| w[k * p + i] * hr[i]).sum::<f64>();
+                let mut new = vec![0.0; n];
+                for (j, v) in new.iter_mut().enumerate() {
+                    *v = match self.cell {
                         Cell::Lstm => {
                             let gate = |q: usize| x[q * n + j] + rec(q * n + j);
                             let (i, f) = (sig(gate(0)), sig(gate(1)));
@@ -105,15 +113,20 @@ impl Problem {
                             }
                         }
                     };
-                    y[(t * batch + r) * n + j] = new;
                 }
-                h[r * n..(r + 1) * n].copy_from_slice(&y[(t * batch + r) * n..][..n]);
+                if !w_hr.is_empty() {
+                    new = (0..p)
+                        .map(|k| (0..n).map(|j| w_hr[k * n + j] * new[j]).sum())
+                        .collect();
+                }
+                y[(t * batch + r) * p..][..p].copy_from_slice(&new);
+                h[r * p..(r + 1) * p].copy_from_slice(&new);
             }
         }
-        let bh = batch * n;
-        y[steps * bh..(steps + 1) * bh].copy_from_slice(&h);
+        let bp = batch * p;
+        y[steps * bp..(steps + 1) * bp].copy_from_slice(&h);
         if self.cell == Cell::Lstm {
-            y[(steps + 1) * bh..].copy_from_slice(&c);
+            y[(steps + 1) * bp..].copy_from_slice(&c);
         }
         y
     }
@@ -128,6 +141,7 @@ impl Problem {
             b_hh: f(&self.args[2]),
             h0: f(&self.args[3]),
             c0: f(&self.args[4]),
+            w_hr: f(&self.args[5]),
             active: self.active.clone(),
         };
         forward(inputs, save).expect("valid inputs")
@@ -135,10 +149,16 @@ impl Problem {
 }
 
 fn check(cell: Cell, active: Vec<usize>, seed: u64) {
+    check_sized(cell, 4, active, seed);
+}
+
+/// Checks `cell` with `H = 4` and `H_out = output`.
+fn check_sized(cell: Cell, output: usize, active: Vec<usize>, seed: u64) {
     let dims = Dims {
         steps: 5,
         batch: 3,
         hidden: 4,
+        output,
     };
     let p = Problem::new(cell, dims, active, seed);
     let expect = p.reference(&p.args);
@@ -150,15 +170,22 @@ fn check(cell: Cell, active: Vec<usize>, seed: u64) {
     let weights = Lcg(seed + 1).values(y.len(), 1.0);
     let dy: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
     let grads = backward(saved.expect("saved"), &dy).expect("valid dy");
-    let loss = |a: &[Vec<f64>; 5]| {
+    let loss = |a: &[Vec<f64>; 6]| {
         p.reference(a)
             .iter()
             .zip(&weights)
             .map(|(y, w)| y * w)
             .sum::<f64>()
     };
-    let got = [&grads.xp, &grads.w_hh, &grads.b_hh, &grads.h0, &grads.c0];
-    let names = ["xp", "w_hh", "b_hh", "h0", "c0"];
+    let got = [
+        &grads.xp,
+        &grads.w_hh,
+        &grads.b_hh,
+        &grads.h0,
+        &grads.c0,
+        &grads.w_hr,
+    ];
+    let names = ["xp", "w_hh", "b_hh", "h0", "c0", "w_hr"];
     for (k, name) in names.iter().enumerate() {
         assert_eq!(got[k].len(), p.args[k].len(), "{cell:?} d{name} size");
         for i in 0..p.args[k].len() {
@@ -201,6 +228,12 @@ fn packed_batches_freeze_finished_rows() {
 }
 
 #[test]
+fn projected_lstm_matches_the_equations_and_finite_differences() {
+    check_sized(Cell::Lstm, 2, Vec::new(), 40);
+    check_sized(Cell::Lstm, 1, vec![3, 2, 2, 1, 1], 41);
+}
+
+#[test]
 fn inference_gives_the_same_outputs() {
     for cell in CELLS {
         let p = Problem::new(
@@ -209,6 +242,7 @@ fn inference_gives_the_same_outputs() {
                 steps: 4,
                 batch: 2,
                 hidden: 3,
+                output: 3,
             },
             vec![2, 2, 1, 0],
             7,
@@ -228,6 +262,7 @@ fn wrong_sizes_are_refused() {
             steps: 2,
             batch: 2,
             hidden: 3,
+            output: 3,
         },
         Vec::new(),
         1,
@@ -237,6 +272,7 @@ fn wrong_sizes_are_refused() {
         dims: p.dims,
         xp: vec![0.0; 2 * 2 * 9],
         w_hh: vec![0.0; 9 * 3],
+        w_hr: Vec::new(),
         b_hh: Vec::new(),
         h0: vec![0.0; 5],
         c0: Vec::new(),

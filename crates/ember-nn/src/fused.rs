@@ -6,15 +6,15 @@
 //! from the projected input `xp = x W_ihᵀ + b` (one ordinary autodiff matmul, outside) to the
 //! outputs and final state, is one node whose forward and backward run in
 //! [`ember_kernels`] on plain `f32` buffers (gemm and vectorised gate loops). Its parents are
-//! `xp`, `W_hh`, `h_0` and one more: `c_0` for an LSTM, `b_hh` for a GRU (inside `r ⊙ (…)`, so
-//! not foldable into `xp`), nothing for an RNN.
+//! `xp`, `W_hh`, `h_0`, then `c_0` for an LSTM or `b_hh` for a GRU (inside `r ⊙ (…)`, so not
+//! foldable into `xp`), then an LSTM's projection `W_hr` (`proj_size`).
 //!
-//! The node's one output is `Y = [h_1, ..., h_T, h_n (, c_n)]`, `[T + 1 (+ 1), batch, H]`; the
-//! outputs and the final state are slices of it. Packed sequences run only their active rows
-//! per step. Used for `Autodiff<NdArray>` and `Autodiff<Flex>` (training) and plain
-//! `NdArray`/`Flex` (inference), chosen at run time by type, so models keep a plain
-//! `B: Backend` bound; other backends (wgpu) and `proj_size` run the per-step loop.
-//! Setting `EMBER_UNFUSED=1` turns the fused path off (for benchmarks and comparisons).
+//! The node's one output is `Y`, flat: the outputs `[T, batch, H_out]`, `h_n` and, for an LSTM,
+//! `c_n`; they are slices of it. Packed sequences run only their active rows per step. Used
+//! for `Autodiff<NdArray>` and `Autodiff<Flex>` (training), and for plain `NdArray`/`Flex`
+//! (inference) on sequences of [`SHORT`] steps or more, chosen at run time by type, so models
+//! keep a plain `B: Backend` bound; other backends (wgpu) run the per-step loop. Setting
+//! `EMBER_UNFUSED=1` turns the fused path off (for benchmarks and comparisons).
 
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
@@ -30,6 +30,10 @@ use burn::tensor::{TensorData, TensorPrimitive};
 use ember_kernels::{Cell, Dims, Inputs, Saved};
 
 use crate::cell::CellState;
+
+/// Inference on sequences shorter than this (sampling feeds one step at a time) runs the
+/// per-step loop: copying `W_hh` to and from the kernel's buffers costs more than the steps.
+pub const SHORT: usize = 16;
 
 /// Whether the fused path is on (it is unless `EMBER_UNFUSED` is set).
 pub fn enabled() -> bool {
@@ -53,13 +57,14 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .expect("converted to f32")
 }
 
-/// `values` as a tensor of `shape` on `device`.
-fn device_tensor<B: Backend, const D: usize>(
+/// `values` as a tensor of `shape` on `device`, as a graph gradient.
+fn grad<B: Backend, const D: usize>(
     values: Vec<f32>,
     shape: [usize; D],
     device: &B::Device,
-) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
+) -> Option<FloatTensor<B>> {
+    let t: Tensor<B, D> = Tensor::from_data(TensorData::new(values, shape), device);
+    Some(primitive(t))
 }
 
 /// One recurrence's inputs on backend `B`.
@@ -68,14 +73,48 @@ struct Recurrence<B: Backend> {
     cell: Cell,
     /// `[T, batch, G·H]`.
     xp: Tensor<B, 3>,
-    /// `[G·H, H]`.
+    /// `[G·H, H_out]`.
     w_hh: Tensor<B, 2>,
-    /// `[batch, H]`.
+    /// `[batch, H_out]`.
     h0: Tensor<B, 2>,
     /// LSTM: `c_0 [batch, H]`; GRU: `b_hh [1, 3H]` when the cell has biases; else `None`.
     aux: Option<Tensor<B, 2>>,
+    /// LSTM with `proj_size`: `W_hr [H_out, H]`.
+    w_hr: Option<Tensor<B, 2>>,
     /// Active rows per step (empty: all).
     active: Vec<usize>,
+}
+
+impl<B: Backend> Recurrence<B> {
+    fn dims(&self) -> Dims {
+        let [steps, batch, width] = self.xp.dims();
+        Dims {
+            steps,
+            batch,
+            hidden: width / self.cell.gates(),
+            output: self.h0.dims()[1],
+        }
+    }
+
+    /// The same recurrence on backend `I`, when `B` is `I`.
+    fn recast<I: Backend>(&self) -> Option<Recurrence<I>> {
+        if TypeId::of::<B>() != TypeId::of::<I>() {
+            return None;
+        }
+        let optional = |t: &Option<Tensor<B, 2>>| match t {
+            Some(t) => cast(t.clone()).map(Some),
+            None => Some(None),
+        };
+        Some(Recurrence {
+            cell: self.cell,
+            xp: cast(self.xp.clone())?,
+            w_hh: cast(self.w_hh.clone())?,
+            h0: cast(self.h0.clone())?,
+            aux: optional(&self.aux)?,
+            w_hr: optional(&self.w_hr)?,
+            active: self.active.clone(),
+        })
+    }
 }
 
 /// What the node keeps for its backward pass.
@@ -86,16 +125,10 @@ struct NodeState {
     dims: Dims,
 }
 
-/// Runs the recurrence on a plain backend: `Y`, and the node state when `save`.
-fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 3>, Option<NodeState>) {
+/// Runs the recurrence on a plain backend: the flat `Y`, and the node state when `save`.
+fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 1>, Option<NodeState>) {
     let device = r.xp.device();
-    let [steps, batch, _] = r.xp.dims();
-    let hidden = r.h0.dims()[1];
-    let dims = Dims {
-        steps,
-        batch,
-        hidden,
-    };
+    let dims = r.dims();
     let (b_hh, c0) = match (r.cell, r.aux) {
         (Cell::Lstm, Some(c0)) => (Vec::new(), host(c0)),
         (Cell::Gru, Some(b)) => (host(b), Vec::new()),
@@ -106,6 +139,7 @@ fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 3>, Option<No
         dims,
         xp: host(r.xp),
         w_hh: host(r.w_hh),
+        w_hr: r.w_hr.map(host).unwrap_or_default(),
         b_hh,
         h0: host(r.h0),
         c0,
@@ -113,62 +147,46 @@ fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 3>, Option<No
     };
     let (y, saved) =
         ember_kernels::forward(inputs, save).expect("the layer passes matching shapes");
-    let rows = r.cell.output_rows(steps);
     let state = saved.map(|saved| NodeState {
         saved,
         cell: r.cell,
         dims,
     });
-    (device_tensor(y, [rows, batch, hidden], &device), state)
+    let y = Tensor::from_data(TensorData::new(y, [dims.y_len(r.cell)]), &device);
+    (y, state)
 }
 
 /// The autodiff node of the recurrence.
 #[derive(Debug)]
 struct FusedRecurrence;
 
-impl<B: Backend> Backward<B, 4> for FusedRecurrence {
+impl<B: Backend> Backward<B, 5> for FusedRecurrence {
     type State = NodeState;
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy: Tensor<B, 3> = tensor(grads.consume::<B>(&ops.node));
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy: Tensor<B, 1> = tensor(grads.consume::<B>(&ops.node));
         let device = dy.device();
         let NodeState { saved, cell, dims } = ops.state;
-        let g = ember_kernels::backward(saved, &host(dy)).expect("dy has the shape of Y");
+        let g = ember_kernels::backward(saved, &host(dy)).expect("dy has the layout of Y");
         let Dims {
             steps,
             batch,
             hidden,
+            output,
         } = dims;
         let width = cell.gates() * hidden;
-        let found: [Option<FloatTensor<B>>; 4] = [
-            Some(primitive(device_tensor::<B, 3>(
-                g.xp,
-                [steps, batch, width],
-                &device,
-            ))),
-            Some(primitive(device_tensor::<B, 2>(
-                g.w_hh,
-                [width, hidden],
-                &device,
-            ))),
-            Some(primitive(device_tensor::<B, 2>(
-                g.h0,
-                [batch, hidden],
-                &device,
-            ))),
+        let found: [Option<FloatTensor<B>>; 5] = [
+            grad::<B, 3>(g.xp, [steps, batch, width], &device),
+            grad::<B, 2>(g.w_hh, [width, output], &device),
+            grad::<B, 2>(g.h0, [batch, output], &device),
             match cell {
-                Cell::Lstm => Some(primitive(device_tensor::<B, 2>(
-                    g.c0,
-                    [batch, hidden],
-                    &device,
-                ))),
-                Cell::Gru => Some(primitive(device_tensor::<B, 2>(
-                    g.b_hh,
-                    [1, width],
-                    &device,
-                ))),
+                Cell::Lstm => grad::<B, 2>(g.c0, [batch, hidden], &device),
+                Cell::Gru => grad::<B, 2>(g.b_hh, [1, width], &device),
                 Cell::Rnn { .. } => None,
             },
+            (!g.w_hr.is_empty())
+                .then(|| grad::<B, 2>(g.w_hr, [output, hidden], &device))
+                .flatten(),
         ];
         for (parent, grad) in ops.parents.into_iter().zip(found) {
             if let (Some(node), Some(grad)) = (parent, grad) {
@@ -181,25 +199,24 @@ impl<B: Backend> Backward<B, 4> for FusedRecurrence {
 /// The recurrence as one node of `Autodiff<B, C>`'s graph.
 fn on_autodiff<B: Backend, C: CheckpointStrategy>(
     r: Recurrence<Autodiff<B, C>>,
-) -> Tensor<Autodiff<B, C>, 3> {
-    let has_aux = r.aux.is_some();
-    // An untracked placeholder fills the fourth parent when there is no `c_0`/`b_hh`.
-    let aux = r
-        .aux
-        .unwrap_or_else(|| Tensor::zeros([1, 1], &r.xp.device()));
-    let (xp, w_hh, h0, aux) = (
-        primitive(r.xp),
-        primitive(r.w_hh),
-        primitive(r.h0),
-        primitive(aux),
-    );
-    let nodes = [&xp, &w_hh, &h0, &aux].map(|t| t.node.clone());
+) -> Tensor<Autodiff<B, C>, 1> {
+    let device = r.xp.device();
+    // Untracked placeholders fill the parents a cell does not have.
+    let placeholder = || Tensor::<Autodiff<B, C>, 2>::zeros([1, 1], &device);
+    let (has_aux, has_w_hr) = (r.aux.is_some(), r.w_hr.is_some());
+    let xp = primitive(r.xp);
+    let w_hh = primitive(r.w_hh);
+    let h0 = primitive(r.h0);
+    let aux = primitive(r.aux.unwrap_or_else(placeholder));
+    let w_hr = primitive(r.w_hr.unwrap_or_else(placeholder));
+    let nodes = [&xp, &w_hh, &h0, &aux, &w_hr].map(|t| t.node.clone());
     let inner = Recurrence::<B> {
         cell: r.cell,
         xp: tensor(xp.primitive),
         w_hh: tensor(w_hh.primitive),
         h0: tensor(h0.primitive),
         aux: has_aux.then(|| tensor(aux.primitive)),
+        w_hr: has_w_hr.then(|| tensor(w_hr.primitive)),
         active: r.active,
     };
     let y = match FusedRecurrence
@@ -224,50 +241,35 @@ fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
         .map(|b| *b)
 }
 
-/// `r` on backend `I`, when `B` is `I`.
-fn recast<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Recurrence<I>> {
-    if TypeId::of::<B>() != TypeId::of::<I>() {
-        return None;
-    }
-    Some(Recurrence {
-        cell: r.cell,
-        xp: cast(r.xp.clone())?,
-        w_hh: cast(r.w_hh.clone())?,
-        h0: cast(r.h0.clone())?,
-        aux: match &r.aux {
-            Some(a) => Some(cast(a.clone())?),
-            None => None,
-        },
-        active: r.active.clone(),
-    })
-}
-
 /// Runs on `Autodiff<I>` when `B` is that backend.
-fn autodiff_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 3>> {
-    cast(on_autodiff::<I, NoCheckpointing>(recast::<B, Autodiff<I>>(
-        r,
-    )?))
+fn autodiff_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
+    cast(on_autodiff::<I, NoCheckpointing>(
+        r.recast::<Autodiff<I>>()?,
+    ))
 }
 
 /// Runs on the plain backend `I` when `B` is `I` (inference).
-fn plain_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 3>> {
-    cast(forward::<I>(recast::<B, I>(r)?, false).0)
+fn plain_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
+    if r.xp.dims()[0] < SHORT {
+        return None;
+    }
+    cast(forward::<I>(r.recast::<I>()?, false).0)
 }
 
-/// The outputs `[T, batch, H]` and final state of `cell`'s recurrence over the projected input
-/// `xp [T, batch, G·H]` from `state`, with `W_hh [G·H, H]` and (GRU) `b_hh`; `active` gives
-/// the rows running at each step of a packed batch (empty: all). `None` when the backend has
-/// no fused path (or it is turned off, or `T` is 0).
+/// The outputs `[T, batch, H_out]` and final state of `cell`'s recurrence over the projected
+/// input `xp [T, batch, G·H]` from `state`, with `W_hh [G·H, H_out]`, (GRU) `b_hh` and (LSTM
+/// with `proj_size`) `W_hr`; `active` gives the rows running at each step of a packed batch
+/// (empty: all). `None` when the backend has no fused path (or it is turned off, or `T` is 0).
 pub(crate) fn recurrence<B: Backend>(
     cell: Cell,
     xp: Tensor<B, 3>,
     w_hh: Tensor<B, 2>,
+    w_hr: Option<Tensor<B, 2>>,
     b_hh: Option<Tensor<B, 1>>,
     state: &CellState<B>,
     active: &[usize],
 ) -> Option<(Tensor<B, 3>, CellState<B>)> {
-    let steps = xp.dims()[0];
-    if !enabled() || steps == 0 {
+    if !enabled() || xp.dims()[0] == 0 {
         return None;
     }
     let aux = match cell {
@@ -281,19 +283,23 @@ pub(crate) fn recurrence<B: Backend>(
         w_hh,
         h0: state.h.clone(),
         aux,
+        w_hr,
         active: active.to_vec(),
     };
     let y = autodiff_as::<B, NdArray>(&r)
         .or_else(|| autodiff_as::<B, Flex>(&r))
         .or_else(|| plain_as::<B, NdArray>(&r))
         .or_else(|| plain_as::<B, Flex>(&r))?;
-    let [_, batch, hidden] = y.dims();
-    let row = |t: usize| y.clone().slice(s![t..t + 1]).reshape([batch, hidden]);
+    let d = r.dims();
+    let block = d.state_len();
+    let part = |start: usize, len: usize| y.clone().slice(s![start..start + len]);
+    let out = part(0, d.steps * block).reshape([d.steps, d.batch, d.output]);
     let last = CellState {
-        h: row(steps),
-        c: (cell == Cell::Lstm).then(|| row(steps + 1)),
+        h: part(d.steps * block, block).reshape([d.batch, d.output]),
+        c: (cell == Cell::Lstm)
+            .then(|| part((d.steps + 1) * block, d.batch * d.hidden).reshape([d.batch, d.hidden])),
     };
-    Some((y.slice(s![0..steps]), last))
+    Some((out, last))
 }
 
 #[cfg(test)]
@@ -389,9 +395,11 @@ mod tests {
         }
     }
 
+    /// `output`: the width of `h` (below `H = 4`: a projected LSTM).
     fn matches_the_step_loop<B: AutodiffBackend, C: RecurrentCell<B>>(
         what: &str,
         options: CellOptions,
+        output: usize,
         device: &B::Device,
     ) {
         B::seed(device, 3);
@@ -399,16 +407,17 @@ mod tests {
         let spec = CellSpec {
             input_size: input,
             hidden_size: hidden,
-            output_size: hidden,
+            output_size: output,
             bias: true,
         };
         let cell = C::init(spec, &options, device).unwrap();
         let n = Distribution::Normal(0.0, 0.7);
         let inputs = [
             Tensor::random([steps, batch, input], n, device),
-            Tensor::random([steps, batch, hidden], n, device),
+            Tensor::random([steps, batch, output], n, device),
         ];
-        let state = [0, 1, 2, 3].map(|_| Tensor::random([batch, hidden], n, device));
+        let width = [output, hidden, output, hidden];
+        let state = width.map(|w| Tensor::random([batch, w], n, device));
         let full = [
             run(&cell, &inputs, &state, None, true),
             run(&cell, &inputs, &state, None, false),
@@ -424,10 +433,12 @@ mod tests {
         let relu = CellOptions {
             nonlinearity: Nonlinearity::Relu,
         };
-        matches_the_step_loop::<B, LstmCell<B>>("lstm", CellOptions::default(), device);
-        matches_the_step_loop::<B, GruCell<B>>("gru", CellOptions::default(), device);
-        matches_the_step_loop::<B, RnnCell<B>>("rnn tanh", CellOptions::default(), device);
-        matches_the_step_loop::<B, RnnCell<B>>("rnn relu", relu, device);
+        let plain = CellOptions::default();
+        matches_the_step_loop::<B, LstmCell<B>>("lstm", plain, 4, device);
+        matches_the_step_loop::<B, LstmCell<B>>("lstm proj_size 2", plain, 2, device);
+        matches_the_step_loop::<B, GruCell<B>>("gru", plain, 4, device);
+        matches_the_step_loop::<B, RnnCell<B>>("rnn tanh", plain, 4, device);
+        matches_the_step_loop::<B, RnnCell<B>>("rnn relu", relu, 4, device);
     }
 
     #[test]

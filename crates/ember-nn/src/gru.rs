@@ -68,7 +68,7 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
         active: &[usize],
     ) -> Option<(Tensor<B, 3>, CellState<B>)> {
         let (w_hh, b_hh) = (self.weight_hh.val(), self.bias_hh.as_ref().map(|b| b.val()));
-        crate::fused::recurrence(Cell::Gru, projected, w_hh, b_hh, state, active)
+        crate::fused::recurrence(Cell::Gru, projected, w_hh, None, b_hh, state, active)
     }
 
     fn load_torch(

@@ -74,11 +74,11 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         state: &CellState<B>,
         active: &[usize],
     ) -> Option<(Tensor<B, 3>, CellState<B>)> {
-        if self.weight_hr.is_some() {
-            return None;
-        }
-        let w_hh = self.weight_hh.val();
-        crate::fused::recurrence(Cell::Lstm, projected, w_hh, None, state, active)
+        let (w_hh, w_hr) = (
+            self.weight_hh.val(),
+            self.weight_hr.as_ref().map(|w| w.val()),
+        );
+        crate::fused::recurrence(Cell::Lstm, projected, w_hh, w_hr, None, state, active)
     }
 
     fn load_torch(

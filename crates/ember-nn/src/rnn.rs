@@ -80,7 +80,8 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
         let cell = Cell::Rnn {
             relu: self.nonlinearity == Nonlinearity::Relu,
         };
-        crate::fused::recurrence(cell, projected, self.weight_hh.val(), None, state, active)
+        let w_hh = self.weight_hh.val();
+        crate::fused::recurrence(cell, projected, w_hh, None, None, state, active)
     }
 
     fn load_torch(
