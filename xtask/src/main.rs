@@ -149,7 +149,7 @@ pub(crate) fn json_line(mut cmd: Command) -> Result<String, String> {
 }
 
 fn bench_layer(args: &[String]) -> Result<ExitCode, String> {
-    let mut backend = "ndarray".to_owned();
+    let mut backend = "flex".to_owned();
     let mut threads = "1".to_owned();
     let mut shape = Vec::new();
     for pair in args.chunks(2) {

@@ -13,7 +13,7 @@ pub enum BackendKind {
     /// CPU, through the ndarray crate.
     Ndarray,
     /// CPU, through Burn's pure-Rust `flex` backend (SIMD gemm, AVX-512 where the CPU has it):
-    /// the fastest for LSTMs, whose recurrence runs fused (see `cargo xtask bench`).
+    /// the default, the fastest CPU backend on every `cargo xtask bench` workload.
     Flex,
     /// GPU through wgpu (Vulkan, Metal, DX12); on a machine without a GPU, Vulkan on lavapipe.
     Wgpu,
@@ -37,7 +37,7 @@ pub fn ensure_wgpu() -> anyhow::Result<()> {
     if !works {
         bail!(
             "--backend wgpu found no GPU or Vulkan device: install a Vulkan driver \
-             (without a GPU: sudo apt-get install -y mesa-vulkan-drivers libvulkan1) or use --backend ndarray"
+             (without a GPU: sudo apt-get install -y mesa-vulkan-drivers libvulkan1) or use the CPU (--backend flex, the default)"
         );
     }
     Ok(())

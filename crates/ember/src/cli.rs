@@ -51,7 +51,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "artifacts", "overwrite", "set"])]
     pub resume: Option<PathBuf>,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
     /// Override train.epochs.
     #[arg(long)]
@@ -97,7 +97,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 50)]
     pub max_len: usize,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
 
@@ -116,7 +116,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
 
@@ -143,7 +143,7 @@ pub struct PredictArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
 
@@ -211,7 +211,7 @@ pub struct LrFindArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
 

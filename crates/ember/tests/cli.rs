@@ -446,7 +446,7 @@ fn wgpu_without_adapter_is_one_line() {
         &[
             "no GPU or Vulkan device",
             "mesa-vulkan-drivers",
-            "--backend ndarray",
+            "--backend flex",
         ],
     );
     assert!(!dir.path().join("run").exists());
@@ -792,10 +792,10 @@ fn series_and_classifier_runs_train_and_refuse_sampling() {
     assert_one_line_error(&out, &["SUNSPOTS", "SUNACTIVITY"]);
 }
 
-/// The flex CPU backend trains (the LSTM recurrence runs fused there), samples, and scores
-/// the run as ndarray does.
+/// The ndarray CPU backend (flex is the default) trains, samples, and scores the run as flex
+/// does.
 #[test]
-fn flex_backend_trains_samples_and_agrees_with_ndarray() {
+fn ndarray_backend_trains_samples_and_agrees_with_flex() {
     let dir = tempfile::tempdir().unwrap();
     let data = names_subset(dir.path(), 300);
     let cfg = tiny_config(dir.path(), &data, "");
@@ -805,7 +805,7 @@ fn flex_backend_trains_samples_and_agrees_with_ndarray() {
         "--config",
         cfg,
         "--backend",
-        "flex",
+        "ndarray",
         "--epochs",
         "2",
         "--artifacts",
@@ -814,7 +814,7 @@ fn flex_backend_trains_samples_and_agrees_with_ndarray() {
     let out = stdout(&ember(&args, dir.path()));
     assert!(out.contains("best checkpoint: run/best.mpk"), "{out}");
     let samples = stdout(&ember(
-        &["sample", "--run", "run", "--backend", "flex", "--n", "3"],
+        &["sample", "--run", "run", "--backend", "ndarray", "--n", "3"],
         dir.path(),
     ));
     assert_eq!(samples.lines().count(), 3, "{samples}");
