@@ -88,8 +88,11 @@ impl<B: Backend> CharLm<B> {
         tokens: Tensor<B, 2, Int>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
-        let x = self.embedding.forward(tokens);
-        let (h, state) = self.body.forward(x, None, state);
-        (self.head.forward(self.dropout.forward(h)), state)
+        // Time-major inside: transposing the token ids and the logits is cheaper than
+        // transposing the embeddings and hidden states (and their gradients).
+        let x = self.embedding.forward(tokens.swap_dims(0, 1));
+        let (h, state) = self.body.forward_time_major(x, None, state);
+        let logits = self.head.forward(self.dropout.forward(h));
+        (logits.swap_dims(0, 1), state)
     }
 }

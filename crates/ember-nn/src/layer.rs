@@ -113,6 +113,16 @@ impl<B: Backend> AnyRecurrent<B> {
         each!(self, l => l.forward(input, lengths, state))
     }
 
+    /// See [`crate::Recurrent::forward_time_major`].
+    pub fn forward_time_major(
+        &self,
+        input: Tensor<B, 3>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        each!(self, l => l.forward_time_major(input, lengths, state))
+    }
+
     /// See [`crate::Recurrent::load_torch`].
     pub fn load_torch(self, prefix: &str, tensors: &mut TorchTensors) -> Result<Self, NnError> {
         Ok(match self {

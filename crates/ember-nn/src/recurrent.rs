@@ -239,12 +239,28 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
-        let device = input.device();
-        let x = if self.batch_first {
-            input.swap_dims(0, 1)
-        } else {
-            input
+        let swap = |t: Tensor<B, 3>| {
+            if self.batch_first {
+                t.swap_dims(0, 1)
+            } else {
+                t
+            }
         };
+        let (out, state) = self.forward_time_major(swap(input), lengths, state);
+        (swap(out), state)
+    }
+
+    /// [`Self::forward`] on a time-major input `[seq, batch, in]`, whatever `batch_first` says,
+    /// returning a time-major output `[seq, batch, D·H_out]`. A caller that can produce and
+    /// consume time-major tensors (the char-LM embeds transposed tokens) saves the two
+    /// batch/time transposes and their gradients.
+    pub fn forward_time_major(
+        &self,
+        x: Tensor<B, 3>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        let device = x.device();
         let [steps, batch, _] = x.dims();
         if let Some(l) = lengths {
             assert_eq!(l.len(), batch, "one length per sequence");
@@ -293,12 +309,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
                 c: state.c.map(|c| p.unsort(c, 1)),
             };
         }
-        let out = if self.batch_first {
-            x.swap_dims(0, 1)
-        } else {
-            x
-        };
-        (out, state)
+        (x, state)
     }
 }
 
