@@ -1,6 +1,7 @@
 //! Loss curves of a run as SVG, redrawn after every epoch, so that overfitting shows without
 //! the TUI.
 
+use std::ops::Range;
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -12,56 +13,101 @@ pub const LOSS_SVG: &str = "loss.svg";
 
 /// Draws training and validation loss per epoch into the SVG file `path`.
 pub fn write_loss_curves(path: &Path, records: &[EpochRecord]) -> Result<(), String> {
-    let finite = |v: f64| v.is_finite().then_some(v);
-    let values: Vec<f64> = records
-        .iter()
-        .flat_map(|r| [r.train_loss, r.valid_loss])
-        .filter_map(finite)
-        .collect();
-    if values.is_empty() {
+    let curve = |name: &str, color: RGBColor, pick: fn(&EpochRecord) -> f64| Curve {
+        name: name.to_owned(),
+        color,
+        points: records
+            .iter()
+            .map(|r| (r.epoch as f64, pick(r)))
+            .filter(|p| p.1.is_finite())
+            .collect(),
+    };
+    let last = records.last().map_or(1, |r| r.epoch).max(2) as f64;
+    let labels = Labels {
+        caption: "loss per token (nats)",
+        x: "epoch",
+        y: "loss",
+    };
+    line_chart(
+        path,
+        720,
+        &labels,
+        1.0..last,
+        &[
+            curve("train", BLUE, |r| r.train_loss),
+            curve("valid", RED, |r| r.valid_loss),
+        ],
+    )
+}
+
+/// One named curve of a [`line_chart`].
+pub(crate) struct Curve {
+    /// Its legend entry.
+    pub name: String,
+    /// Its colour.
+    pub color: RGBColor,
+    /// Its `(x, y)` points, finite.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// The texts of a [`line_chart`].
+pub(crate) struct Labels<'a> {
+    /// The title.
+    pub caption: &'a str,
+    /// The x axis.
+    pub x: &'a str,
+    /// The y axis.
+    pub y: &'a str,
+}
+
+/// Draws `curves`, with a legend, into the SVG file `path`, `width` × 420 pixels, over
+/// `x_range`, with the y axis fitted to the points plus 5%. Writes nothing when there are no
+/// points.
+pub(crate) fn line_chart(
+    path: &Path,
+    width: u32,
+    labels: &Labels,
+    x_range: Range<f64>,
+    curves: &[Curve],
+) -> Result<(), String> {
+    let ys = || curves.iter().flat_map(|c| c.points.iter().map(|p| p.1));
+    if ys().next().is_none() {
         return Ok(());
     }
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lo = ys().fold(f64::INFINITY, f64::min);
+    let hi = ys().fold(f64::NEG_INFINITY, f64::max);
     let pad = ((hi - lo) * 0.05).max(1e-3);
-    let last = records.last().map_or(1, |r| r.epoch).max(2) as f64;
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
+    let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("loss per token (nats)", ("sans-serif", 20))
+        .caption(labels.caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(1.0..last, (lo - pad)..(hi + pad))
+        .build_cartesian_2d(x_range, (lo - pad)..(hi + pad))
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("loss")
+        .x_desc(labels.x)
+        .y_desc(labels.y)
         .draw()
         .map_err(|e| err(&e))?;
-    for (name, color, pick) in [
-        (
-            "train",
-            BLUE,
-            (|r: &EpochRecord| r.train_loss) as fn(&EpochRecord) -> f64,
-        ),
-        ("valid", RED, |r: &EpochRecord| r.valid_loss),
-    ] {
-        let points = records
-            .iter()
-            .filter_map(|r| finite(pick(r)).map(|v| (r.epoch as f64, v)));
+    for curve in curves {
+        let color = curve.color;
         chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                curve.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| err(&e))?
-            .label(name)
+            .label(curve.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
     chart
         .configure_series_labels()
         .border_style(BLACK)
-        .background_style(WHITE)
+        .background_style(WHITE.mix(0.8))
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))

@@ -9,6 +9,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::config::SeriesTarget;
+use crate::plot::{line_chart, Curve, Labels};
 use crate::task_eval::SeriesRun;
 use crate::TrainError;
 
@@ -93,49 +94,31 @@ impl Forecast {
                     .map(|(i, &v)| ((self.context.len() + i) as f64, v as f64)),
             )
             .collect();
-        let ys = known.iter().chain(&predicted).map(|p| p.1);
-        let lo = ys.clone().fold(f64::INFINITY, f64::min);
-        let hi = ys.fold(f64::NEG_INFINITY, f64::max);
-        let pad = ((hi - lo) * 0.05).max(1e-3);
         let end = (self.context.len() + horizon) as f64;
-        let err = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
-        let root = SVGBackend::new(path, (800, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{horizon}-step autoregressive forecast"),
-                ("sans-serif", 20),
-            )
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(start as f64..end, (lo - pad)..(hi + pad))
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("step")
-            .y_desc("value")
-            .draw()
-            .map_err(|e| err(&e))?;
+        let caption = format!("{horizon}-step autoregressive forecast");
+        let labels = Labels {
+            caption: &caption,
+            x: "step",
+            y: "value",
+        };
         let truth = if self.truth.is_some() {
             "truth"
         } else {
             "input"
         };
-        for (name, color, points) in [(truth, BLUE, known), ("forecast", RED, predicted)] {
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))
+        let curves = [
+            Curve {
+                name: truth.to_owned(),
+                color: BLUE,
+                points: known,
+            },
+            Curve {
+                name: "forecast".to_owned(),
+                color: RED,
+                points: predicted,
+            },
+        ];
+        line_chart(path, 800, &labels, start as f64..end, &curves)
     }
 }
 

@@ -12,10 +12,11 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::checkpoint::BEST_CHECKPOINT;
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, Task};
 use crate::model::{char_lm_config, recorder};
-use crate::run::{CONFIG_FILE, VOCAB_FILE};
-use crate::run_dir::{self, parameter_shapes, RunManifest};
+use crate::run::VOCAB_FILE;
+use crate::run_dir::{self, parameter_shapes};
+use crate::task_eval::run_config;
 use crate::TrainError;
 
 /// A trained run read back from its directory.
@@ -34,18 +35,11 @@ pub struct LoadedRun<B: Backend> {
 /// Loads `config.toml`, `vocab.json` and `best.mpk` of the run in `dir`, checking that the
 /// checkpoint's tensors have the shapes the config describes.
 pub fn load_run<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedRun<B>, TrainError> {
+    let config = run_config(dir, Task::Language, "sample").map_err(|e| match e {
+        TrainError::WrongTask { dir, task, .. } => TrainError::NotALanguageModel { dir, task },
+        other => other,
+    })?;
     let best = dir.join(BEST_CHECKPOINT);
-    if !best.is_file() {
-        return Err(TrainError::NoCheckpoint(dir.to_owned()));
-    }
-    let config = ExperimentConfig::load(&dir.join(CONFIG_FILE))?;
-    if config.task() != crate::config::Task::Language {
-        return Err(TrainError::NotALanguageModel {
-            dir: dir.to_owned(),
-            task: config.task().name(),
-        });
-    }
-    RunManifest::read(dir)?;
     let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
     let model_config = run_dir::model_config(dir, || char_lm_config(&config.model, vocab.len()))?;
     let fresh = model_config.init::<B>(device)?;
@@ -242,7 +236,10 @@ fn draw(logits: &[f32], options: &SampleOptions, vocab: &Vocab, rng: &mut StdRng
     let mut ranked: Vec<usize> = (0..logits.len()).filter(|&id| !special(id)).collect();
     ranked.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     ranked.truncate(options.top_k.unwrap_or(usize::MAX));
-    let allowed = |id: usize| ranked.contains(&id);
+    let mut allowed = vec![false; logits.len()];
+    for &id in &ranked {
+        allowed[id] = true;
+    }
     let max = ranked
         .first()
         .map_or(f64::NEG_INFINITY, |&id| logits[id] as f64);
@@ -250,7 +247,7 @@ fn draw(logits: &[f32], options: &SampleOptions, vocab: &Vocab, rng: &mut StdRng
         .iter()
         .enumerate()
         .map(|(id, &l)| {
-            if allowed(id) {
+            if allowed[id] {
                 ((l as f64 - max) / temperature).exp()
             } else {
                 0.0
