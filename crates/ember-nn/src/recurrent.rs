@@ -314,7 +314,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
 }
 
 /// Runs `cell` over a time-major input `[T, batch, in]` from `state`: the only loop over time.
-/// A cell with a fused recurrence (every cell on the CPU backends except a projected LSTM,
+/// A cell with a fused recurrence (every cell, projected LSTM included, on the CPU backends;
 /// see [`crate::fused`]) runs it as one operation instead, packed or not.
 ///
 /// With `packing`, the batch is sorted longest first and step `t` runs the cell on the
