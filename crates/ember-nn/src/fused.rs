@@ -234,7 +234,7 @@ fn on_autodiff<B: Backend, C: CheckpointStrategy>(
 }
 
 /// `a` as a `T`, when it is one.
-fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
+pub(crate) fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
     (Box::new(a) as Box<dyn Any>)
         .downcast::<T>()
         .ok()

@@ -52,8 +52,13 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
     }
 
     fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
+        let recurrent = recur(&state.h, &self.weight_hh, self.bias_hh.as_ref());
+        #[cfg(feature = "cube")]
+        if let Some(h) = crate::cube::gru(projected.clone(), recurrent.clone(), state.h.clone()) {
+            return CellState { h, c: None };
+        }
         let [i_r, i_z, i_n] = split_gates(projected);
-        let [h_r, h_z, h_n] = split_gates(recur(&state.h, &self.weight_hh, self.bias_hh.as_ref()));
+        let [h_r, h_z, h_n] = split_gates(recurrent);
         let r = sigmoid(i_r + h_r);
         let z = sigmoid(i_z + h_z);
         let n = (i_n + r * h_n).tanh();

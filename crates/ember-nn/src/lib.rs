@@ -8,6 +8,8 @@
 //! - [`layer`]: [`AnyRecurrent`], a layer whose cell is chosen at run time ([`CellKind`]).
 //! - [`fused`]: the LSTM, GRU and RNN recurrences as one autodiff op each, with a hand-written
 //!   backward pass (CPU, on `ember-kernels`).
+//! - `cube` (feature `cube`, on by default): the pointwise part of an LSTM or GRU step as one
+//!   CubeCL kernel with a hand-written backward kernel (wgpu).
 //! - [`packing`]: variable lengths as PyTorch packs them (sorted, shrinking active batch).
 //! - [`torch`]: PyTorch `state_dict` names, to load and list parameters.
 //! - [`scratch`]: the hand-written two-head teaching RNN.
@@ -18,6 +20,8 @@
 pub mod cell;
 pub mod char_lm;
 pub mod classifier;
+#[cfg(feature = "cube")]
+mod cube;
 pub mod error;
 pub mod fused;
 pub mod gru;

@@ -33,6 +33,21 @@ pub struct LstmCell<B: Backend> {
     pub weight_hr: Option<Param<Tensor<B, 2>>>,
 }
 
+/// `(o ⊙ tanh c', c')` with `c' = f ⊙ c + i ⊙ g` from the gate pre-activations `[batch, 4H]`:
+/// one CubeCL kernel where the backend has it, else Burn's elementwise ops.
+fn pointwise<B: Backend>(
+    gates: Tensor<B, 2>,
+    c_prev: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    #[cfg(feature = "cube")]
+    if let Some(step) = crate::cube::lstm(gates.clone(), c_prev.clone()) {
+        return step;
+    }
+    let [i, f, g, o] = split_gates(gates);
+    let c = sigmoid(f) * c_prev + sigmoid(i) * g.tanh();
+    (sigmoid(o) * c.clone().tanh(), c)
+}
+
 impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
     const HAS_CELL_STATE: bool = true;
     const SUPPORTS_PROJECTION: bool = true;
@@ -58,10 +73,8 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
 
     fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
         let gates = projected + recur(&state.h, &self.weight_hh, None);
-        let [i, f, g, o] = split_gates(gates);
         let c_prev = state.c.clone().expect("an LSTM state carries c");
-        let c = sigmoid(f) * c_prev + sigmoid(i) * g.tanh();
-        let mut h = sigmoid(o) * c.clone().tanh();
+        let (mut h, c) = pointwise(gates, c_prev);
         if let Some(w_hr) = &self.weight_hr {
             h = times_transposed(h, w_hr.val());
         }

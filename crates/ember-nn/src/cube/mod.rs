@@ -1,0 +1,452 @@
+//! Fused recurrent steps on the GPU: CubeCL kernels for the pointwise part of an LSTM or GRU
+//! step, each one autodiff node with a hand-written backward kernel (feature `cube`, on by
+//! default).
+//!
+//! On wgpu a step is `W_hh h` (a Burn matmul, tracked as usual) and then, instead of the
+//! dozen elementwise ops and graph nodes of the gate math, one kernel: LSTM gates
+//! `[batch, 4H]` and `c` to `[h'; c']`, GRU `xp`, `gh` and `h` to `h'`. The backward kernel
+//! recomputes nothing but `tanh c'`: the forward keeps the gate activations. Used for `Wgpu` and
+//! `Autodiff<Wgpu>` (chosen at run time by type, like [`crate::fused`]); `EMBER_UNFUSED=1`
+//! turns it off. The Elman RNN's step (`act(xp + W_hh h)`) is one elementwise op already and
+//! has no kernel here.
+
+mod kernels;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{Autodiff, Wgpu};
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Shape, TensorMetadata, TensorPrimitive};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{CubeBackend, CubeRuntime};
+use burn_fusion::stream::OperationStreams;
+use burn_fusion::{get_client, Fusion, NoOp};
+use burn_ir::{InitOperationIr, OperationIr, OperationOutput};
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use crate::fused::{cast, enabled};
+
+/// The CubeCL backend with Burn's default element types.
+type Cube<R> = CubeBackend<R, f32, i32, u32>;
+
+/// A backend whose float tensors are, or wrap, CubeCL tensors of runtime `Runtime`.
+trait CubeBridge: Backend {
+    /// The CubeCL runtime.
+    type Runtime: CubeRuntime;
+    /// The CubeCL tensor behind `t`, contiguous.
+    fn to_cube(t: FloatTensor<Self>) -> CubeTensor<Self::Runtime>;
+    /// `t` as this backend's tensor.
+    fn from_cube(t: CubeTensor<Self::Runtime>) -> FloatTensor<Self>;
+}
+
+impl<R: CubeRuntime> CubeBridge for Cube<R> {
+    type Runtime = R;
+
+    fn to_cube(t: FloatTensor<Self>) -> CubeTensor<R> {
+        into_contiguous(t)
+    }
+
+    fn from_cube(t: CubeTensor<R>) -> FloatTensor<Self> {
+        t
+    }
+}
+
+impl<R: CubeRuntime> CubeBridge for Fusion<Cube<R>> {
+    type Runtime = R;
+
+    fn to_cube(t: FloatTensor<Self>) -> CubeTensor<R> {
+        // Runs the operations queued for `t`'s stream and hands over the tensor.
+        into_contiguous(t.client.clone().resolve_tensor_float::<Cube<R>>(t))
+    }
+
+    fn from_cube(t: CubeTensor<R>) -> FloatTensor<Self> {
+        // As `Fusion::float_from_data` registers a tensor made by the inner backend.
+        let client = get_client::<Cube<R>>(&t.device);
+        let (shape, dtype) = (t.shape(), t.dtype());
+        let handle = t.into();
+        let init = InitOperationIr::create(shape, dtype, || client.register_tensor_handle(handle));
+        client
+            .register(
+                OperationStreams::default(),
+                OperationIr::Init(init),
+                NoOp::<Cube<R>>::new(),
+            )
+            .output()
+    }
+}
+
+/// An uninitialised `f32` tensor of `shape` beside `like`.
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>) -> CubeTensor<R> {
+    empty_device::<R, f32>(like.client.clone(), like.device.clone(), Shape::from(shape))
+}
+
+/// Launch grid for one thread per unit.
+fn grid(units: usize) -> (CubeCount, CubeDim, u32) {
+    const THREADS: u32 = 256;
+    let units = u32::try_from(units).expect("a step has fewer than 2³² units");
+    (
+        CubeCount::Static(units.div_ceil(THREADS), 1, 1),
+        CubeDim::new_1d(THREADS),
+        units,
+    )
+}
+
+/// `[batch, width]` of a step's matrix.
+fn dims2<R: CubeRuntime>(t: &CubeTensor<R>) -> [usize; 2] {
+    t.shape().dims::<2>()
+}
+
+/// LSTM step forward: the activations `[batch, 4H]` and `[h'; c']` as `[2, batch, H]`.
+fn lstm_forward<B: CubeBridge>(
+    gates: FloatTensor<B>,
+    c_prev: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (gates, c_prev) = (B::to_cube(gates), B::to_cube(c_prev));
+    let [batch, width] = dims2(&gates);
+    let hidden = width / 4;
+    let act = empty(&gates, vec![batch, width]);
+    let out = empty(&gates, vec![2, batch, hidden]);
+    let (count, dim, units) = grid(batch * hidden);
+    kernels::lstm_forward::launch::<B::Runtime>(
+        &gates.client.clone(),
+        count,
+        dim,
+        gates.into_array_arg(),
+        c_prev.into_array_arg(),
+        act.clone().into_array_arg(),
+        out.clone().into_array_arg(),
+        hidden as u32,
+        units,
+    );
+    (B::from_cube(act), B::from_cube(out))
+}
+
+/// GRU step forward: the activations `[batch, 3H]` and `h'`.
+fn gru_forward<B: CubeBridge>(
+    xp: FloatTensor<B>,
+    gh: FloatTensor<B>,
+    h_prev: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (xp, gh, h_prev) = (B::to_cube(xp), B::to_cube(gh), B::to_cube(h_prev));
+    let [batch, width] = dims2(&xp);
+    let hidden = width / 3;
+    let act = empty(&xp, vec![batch, width]);
+    let h = empty(&xp, vec![batch, hidden]);
+    let (count, dim, units) = grid(batch * hidden);
+    kernels::gru_forward::launch::<B::Runtime>(
+        &xp.client.clone(),
+        count,
+        dim,
+        xp.into_array_arg(),
+        gh.into_array_arg(),
+        h_prev.into_array_arg(),
+        act.clone().into_array_arg(),
+        h.clone().into_array_arg(),
+        hidden as u32,
+        units,
+    );
+    (B::from_cube(act), B::from_cube(h))
+}
+
+/// What the LSTM step's backward reads: activations, `[h'; c']`, `c`.
+type LstmSaved<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// The LSTM step's autodiff node; parents `gates`, `c_prev`.
+#[derive(Debug)]
+struct LstmStep;
+
+impl<B: CubeBridge> Backward<B, 2> for LstmStep {
+    type State = LstmSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let d_out = B::to_cube(grads.consume::<B>(&ops.node));
+        let (act, out, c_prev) = ops.state;
+        let (act, out, c_prev) = (B::to_cube(act), B::to_cube(out), B::to_cube(c_prev));
+        let [batch, width] = dims2(&act);
+        let hidden = width / 4;
+        let d_gates = empty(&act, vec![batch, width]);
+        let d_c_prev = empty(&act, vec![batch, hidden]);
+        let (count, dim, units) = grid(batch * hidden);
+        kernels::lstm_backward::launch::<B::Runtime>(
+            &act.client.clone(),
+            count,
+            dim,
+            d_out.into_array_arg(),
+            act.into_array_arg(),
+            out.into_array_arg(),
+            c_prev.into_array_arg(),
+            d_gates.clone().into_array_arg(),
+            d_c_prev.clone().into_array_arg(),
+            hidden as u32,
+            units,
+        );
+        let [gates_node, c_node] = ops.parents;
+        if let Some(node) = gates_node {
+            grads.register::<B>(node.id, B::from_cube(d_gates));
+        }
+        if let Some(node) = c_node {
+            grads.register::<B>(node.id, B::from_cube(d_c_prev));
+        }
+    }
+}
+
+/// What the GRU step's backward reads: activations, `gh`, `h_prev`.
+type GruSaved<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// The GRU step's autodiff node; parents `xp`, `gh`, `h_prev`.
+#[derive(Debug)]
+struct GruStep;
+
+impl<B: CubeBridge> Backward<B, 3> for GruStep {
+    type State = GruSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dh = B::to_cube(grads.consume::<B>(&ops.node));
+        let (act, gh, h_prev) = ops.state;
+        let (act, gh, h_prev) = (B::to_cube(act), B::to_cube(gh), B::to_cube(h_prev));
+        let [batch, width] = dims2(&act);
+        let hidden = width / 3;
+        let d_xp = empty(&act, vec![batch, width]);
+        let d_gh = empty(&act, vec![batch, width]);
+        let d_h_prev = empty(&act, vec![batch, hidden]);
+        let (count, dim, units) = grid(batch * hidden);
+        kernels::gru_backward::launch::<B::Runtime>(
+            &act.client.clone(),
+            count,
+            dim,
+            dh.into_array_arg(),
+            act.into_array_arg(),
+            gh.into_array_arg(),
+            h_prev.into_array_arg(),
+            d_xp.clone().into_array_arg(),
+            d_gh.clone().into_array_arg(),
+            d_h_prev.clone().into_array_arg(),
+            hidden as u32,
+            units,
+        );
+        for (parent, grad) in ops.parents.into_iter().zip([d_xp, d_gh, d_h_prev]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, B::from_cube(grad));
+            }
+        }
+    }
+}
+
+/// [`lstm`] on a plain CubeCL backend.
+fn lstm_plain<B: CubeBridge>(gates: FloatTensor<B>, c_prev: FloatTensor<B>) -> FloatTensor<B> {
+    lstm_forward::<B>(gates, c_prev).1
+}
+
+/// [`gru`] on a plain CubeCL backend.
+fn gru_plain<B: CubeBridge>(
+    xp: FloatTensor<B>,
+    gh: FloatTensor<B>,
+    h_prev: FloatTensor<B>,
+) -> FloatTensor<B> {
+    gru_forward::<B>(xp, gh, h_prev).1
+}
+
+/// [`lstm`] as one node of `Autodiff<B, C>`'s graph.
+fn lstm_tracked<B: CubeBridge, C: CheckpointStrategy>(
+    gates: FloatTensor<Autodiff<B, C>>,
+    c_prev: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let nodes = [gates.node.clone(), c_prev.node.clone()];
+    let (act, out) = lstm_forward::<B>(gates.primitive, c_prev.primitive.clone());
+    match LstmStep.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((act, out.clone(), c_prev.primitive), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+/// [`gru`] as one node of `Autodiff<B, C>`'s graph.
+fn gru_tracked<B: CubeBridge, C: CheckpointStrategy>(
+    xp: FloatTensor<Autodiff<B, C>>,
+    gh: FloatTensor<Autodiff<B, C>>,
+    h_prev: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let nodes = [xp.node.clone(), gh.node.clone(), h_prev.node.clone()];
+    let (act, h) = gru_forward::<B>(xp.primitive, gh.primitive.clone(), h_prev.primitive.clone());
+    match GruStep.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((act, gh.primitive, h_prev.primitive), h),
+        OpsKind::UnTracked(prep) => prep.finish(h),
+    }
+}
+
+fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// `f` on backend `I`'s tensors, when `B` is `I`.
+fn on<B: Backend, I: Backend, const N: usize, const D: usize>(
+    inputs: &[Tensor<B, 2>; N],
+    f: impl FnOnce([FloatTensor<I>; N]) -> FloatTensor<I>,
+) -> Option<Tensor<B, D>> {
+    let inputs: Vec<FloatTensor<I>> = inputs
+        .iter()
+        .map(|t| cast::<Tensor<B, 2>, Tensor<I, 2>>(t.clone()).map(primitive))
+        .collect::<Option<_>>()?;
+    let inputs = <[FloatTensor<I>; N]>::try_from(inputs).ok()?;
+    cast(tensor::<I, D>(f(inputs)))
+}
+
+/// `f` on the first backend with kernels that `B` is.
+fn dispatch<B: Backend, const N: usize, const D: usize>(
+    inputs: [Tensor<B, 2>; N],
+    plain: impl FnOnce([FloatTensor<Wgpu>; N]) -> FloatTensor<Wgpu>,
+    tracked: impl FnOnce([FloatTensor<Autodiff<Wgpu>>; N]) -> FloatTensor<Autodiff<Wgpu>>,
+) -> Option<Tensor<B, D>> {
+    if !enabled() {
+        return None;
+    }
+    on::<B, Autodiff<Wgpu>, N, D>(&inputs, tracked).or_else(|| on::<B, Wgpu, N, D>(&inputs, plain))
+}
+
+/// The LSTM step's pointwise part in one kernel, `(h', c')` from `gates [batch, 4H]` (input
+/// and recurrent parts summed) and `c_prev`; `None` where the backend has no kernel.
+pub(crate) fn lstm<B: Backend>(
+    gates: Tensor<B, 2>,
+    c_prev: Tensor<B, 2>,
+) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+    let out: Tensor<B, 3> = dispatch(
+        [gates, c_prev],
+        |[g, c]| lstm_plain::<Wgpu>(g, c),
+        |[g, c]| lstm_tracked::<Wgpu, NoCheckpointing>(g, c),
+    )?;
+    let [h, c] = <[Tensor<B, 3>; 2]>::try_from(out.chunk(2, 0)).ok()?;
+    Some((h.squeeze_dim(0), c.squeeze_dim(0)))
+}
+
+/// The GRU step's pointwise part in one kernel, `h'` from `xp`, `gh` (`[batch, 3H]`) and
+/// `h_prev`; `None` where the backend has no kernel.
+pub(crate) fn gru<B: Backend>(
+    xp: Tensor<B, 2>,
+    gh: Tensor<B, 2>,
+    h_prev: Tensor<B, 2>,
+) -> Option<Tensor<B, 2>> {
+    dispatch(
+        [xp, gh, h_prev],
+        |[x, g, h]| gru_plain::<Wgpu>(x, g, h),
+        |[x, g, h]| gru_tracked::<Wgpu, NoCheckpointing>(x, g, h),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::wgpu::WgpuDevice;
+    use burn::tensor::activation::sigmoid;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    type Ad = Autodiff<Wgpu>;
+
+    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec().expect("f32")
+    }
+
+    fn close(what: &str, a: Vec<f32>, b: Vec<f32>) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "{what}: kernel and ops differ by {worst}");
+    }
+
+    fn random(shape: [usize; 2], device: &WgpuDevice) -> Tensor<Ad, 2> {
+        Tensor::random(shape, Distribution::Uniform(-3.0, 3.0), device).require_grad()
+    }
+
+    /// Gradients of `Σ w ⊙ out` with respect to `inputs`, for fixed random `w`.
+    fn grads(out: Tensor<Ad, 2>, w: &Tensor<Ad, 2>, inputs: &[&Tensor<Ad, 2>]) -> Vec<Vec<f32>> {
+        let g = (out * w.clone()).sum().backward();
+        inputs
+            .iter()
+            .map(|t| values(t.grad(&g).expect("a gradient")))
+            .collect()
+    }
+
+    #[test]
+    fn lstm_kernel_matches_the_elementwise_ops() {
+        let device = WgpuDevice::default();
+        let (batch, hidden) = (5, 7);
+        let gates = random([batch, 4 * hidden], &device);
+        let c_prev = random([batch, hidden], &device);
+        let w = Tensor::<Ad, 2>::random([batch, 2 * hidden], Distribution::Default, &device);
+        let (h, c) = lstm(gates.clone(), c_prev.clone()).expect("wgpu has the kernel");
+        let [i, f, g, o] = <[Tensor<Ad, 2>; 4]>::try_from(gates.clone().chunk(4, 1)).unwrap();
+        let c_ref = sigmoid(f) * c_prev.clone() + sigmoid(i) * g.tanh();
+        let h_ref = sigmoid(o) * c_ref.clone().tanh();
+        close("h", values(h.clone()), values(h_ref.clone()));
+        close("c", values(c.clone()), values(c_ref.clone()));
+        let inputs = [&gates, &c_prev];
+        let kernel = grads(Tensor::cat(vec![h, c], 1), &w, &inputs);
+        let reference = grads(Tensor::cat(vec![h_ref, c_ref], 1), &w, &inputs);
+        for (what, (a, b)) in ["d gates", "d c_prev"]
+            .iter()
+            .zip(kernel.into_iter().zip(reference))
+        {
+            close(what, a, b);
+        }
+    }
+
+    #[test]
+    fn gru_kernel_matches_the_elementwise_ops() {
+        let device = WgpuDevice::default();
+        let (batch, hidden) = (4, 9);
+        let xp = random([batch, 3 * hidden], &device);
+        let gh = random([batch, 3 * hidden], &device);
+        let h_prev = random([batch, hidden], &device);
+        let w = Tensor::<Ad, 2>::random([batch, hidden], Distribution::Default, &device);
+        let h = gru(xp.clone(), gh.clone(), h_prev.clone()).expect("wgpu has the kernel");
+        let [xr, xz, xn] = <[Tensor<Ad, 2>; 3]>::try_from(xp.clone().chunk(3, 1)).unwrap();
+        let [hr, hz, hn] = <[Tensor<Ad, 2>; 3]>::try_from(gh.clone().chunk(3, 1)).unwrap();
+        let r = sigmoid(xr + hr);
+        let z = sigmoid(xz + hz);
+        let n = (xn + r * hn).tanh();
+        let h_ref = n.clone() + z * (h_prev.clone() - n);
+        close("h", values(h.clone()), values(h_ref.clone()));
+        let inputs = [&xp, &gh, &h_prev];
+        let kernel = grads(h, &w, &inputs);
+        let reference = grads(h_ref, &w, &inputs);
+        for (what, (a, b)) in ["d xp", "d gh", "d h_prev"]
+            .iter()
+            .zip(kernel.into_iter().zip(reference))
+        {
+            close(what, a, b);
+        }
+    }
+
+    #[test]
+    fn inference_runs_the_kernel_without_a_graph() {
+        let device = WgpuDevice::default();
+        let gates = Tensor::<Wgpu, 2>::random([3, 8], Distribution::Default, &device);
+        let c_prev = Tensor::<Wgpu, 2>::random([3, 2], Distribution::Default, &device);
+        let (h, c) = lstm(gates.clone(), c_prev.clone()).expect("wgpu has the kernel");
+        let tracked = lstm(
+            Tensor::<Ad, 2>::from_inner(gates),
+            Tensor::<Ad, 2>::from_inner(c_prev),
+        )
+        .expect("wgpu has the kernel");
+        close("h", values(h), values(tracked.0));
+        close("c", values(c), values(tracked.1));
+    }
+
+    #[test]
+    fn other_backends_have_no_kernel() {
+        let device = Default::default();
+        let t = Tensor::<burn::backend::NdArray, 2>::zeros([2, 8], &device);
+        assert!(lstm(t.clone(), t.clone().slice(s![.., 0..2])).is_none());
+    }
+}
