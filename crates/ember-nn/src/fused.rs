@@ -13,7 +13,9 @@
 //! `c_n`; they are slices of it. Packed sequences run only their active rows per step. Used
 //! for `Autodiff<NdArray>` and `Autodiff<Flex>` (training), and for plain `NdArray`/`Flex`
 //! (inference) on sequences of [`SHORT`] steps or more, chosen at run time by type, so models
-//! keep a plain `B: Backend` bound; other backends (wgpu) run the per-step loop. Setting
+//! keep a plain `B: Backend` bound. On wgpu an LSTM without `proj_size` runs as one persistent
+//! CubeCL kernel instead ([`crate::cube`], feature `cube`); other cells there run the per-step
+//! loop, with a CubeCL kernel for each LSTM or GRU step. Setting
 //! `EMBER_UNFUSED=1` turns the fused path off (for benchmarks and comparisons).
 
 use std::any::{Any, TypeId};
@@ -256,6 +258,23 @@ fn plain_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
     cast(forward::<I>(r.recast::<I>()?, false).0)
 }
 
+/// The recurrence as one persistent CubeCL kernel (wgpu; LSTM without `proj_size`).
+#[cfg(feature = "cube")]
+fn gpu<B: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
+    match (r.cell, &r.aux, &r.w_hr) {
+        (Cell::Lstm, Some(c0), None) => {
+            crate::cube::lstm_sequence(&r.xp, &r.w_hh, &r.h0, c0, &r.active)
+        }
+        _ => None,
+    }
+}
+
+/// Without the `cube` feature there is no GPU recurrence.
+#[cfg(not(feature = "cube"))]
+fn gpu<B: Backend>(_: &Recurrence<B>) -> Option<Tensor<B, 1>> {
+    None
+}
+
 /// The outputs `[T, batch, H_out]` and final state of `cell`'s recurrence over the projected
 /// input `xp [T, batch, G·H]` from `state`, with `W_hh [G·H, H_out]`, (GRU) `b_hh` and (LSTM
 /// with `proj_size`) `W_hr`; `active` gives the rows running at each step of a packed batch
@@ -286,7 +305,8 @@ pub(crate) fn recurrence<B: Backend>(
         w_hr,
         active: active.to_vec(),
     };
-    let y = autodiff_as::<B, NdArray>(&r)
+    let y = gpu(&r)
+        .or_else(|| autodiff_as::<B, NdArray>(&r))
         .or_else(|| autodiff_as::<B, Flex>(&r))
         .or_else(|| plain_as::<B, NdArray>(&r))
         .or_else(|| plain_as::<B, Flex>(&r))?;
@@ -395,15 +415,15 @@ mod tests {
         }
     }
 
-    /// `output`: the width of `h` (below `H = 4`: a projected LSTM).
+    /// `output`: the width of `h` (below `hidden`: a projected LSTM).
     fn matches_the_step_loop<B: AutodiffBackend, C: RecurrentCell<B>>(
         what: &str,
         options: CellOptions,
-        output: usize,
+        [hidden, output]: [usize; 2],
         device: &B::Device,
     ) {
         B::seed(device, 3);
-        let (steps, batch, input, hidden) = (7, 3, 5, 4);
+        let (steps, batch, input) = (7, 3, 5);
         let spec = CellSpec {
             input_size: input,
             hidden_size: hidden,
@@ -434,11 +454,11 @@ mod tests {
             nonlinearity: Nonlinearity::Relu,
         };
         let plain = CellOptions::default();
-        matches_the_step_loop::<B, LstmCell<B>>("lstm", plain, 4, device);
-        matches_the_step_loop::<B, LstmCell<B>>("lstm proj_size 2", plain, 2, device);
-        matches_the_step_loop::<B, GruCell<B>>("gru", plain, 4, device);
-        matches_the_step_loop::<B, RnnCell<B>>("rnn tanh", plain, 4, device);
-        matches_the_step_loop::<B, RnnCell<B>>("rnn relu", relu, 4, device);
+        matches_the_step_loop::<B, LstmCell<B>>("lstm", plain, [4, 4], device);
+        matches_the_step_loop::<B, LstmCell<B>>("lstm proj_size 2", plain, [4, 2], device);
+        matches_the_step_loop::<B, GruCell<B>>("gru", plain, [4, 4], device);
+        matches_the_step_loop::<B, RnnCell<B>>("rnn tanh", plain, [4, 4], device);
+        matches_the_step_loop::<B, RnnCell<B>>("rnn relu", relu, [4, 4], device);
     }
 
     #[test]
@@ -449,5 +469,23 @@ mod tests {
     #[test]
     fn fused_cells_match_the_step_loop_on_flex() {
         every_cell::<Autodiff<Flex>>(&FlexDevice);
+    }
+
+    /// The persistent CubeCL kernel of an LSTM on wgpu (lavapipe without a GPU), with fewer
+    /// units than a cube's threads and with more (each thread then runs several).
+    #[cfg(feature = "cube")]
+    #[test]
+    fn persistent_lstm_kernel_matches_the_step_loop_on_wgpu() {
+        type Ad = Autodiff<burn::backend::Wgpu>;
+        let device = burn::backend::wgpu::WgpuDevice::default();
+        for hidden in [4, 300] {
+            let what = format!("lstm H {hidden}");
+            matches_the_step_loop::<Ad, LstmCell<Ad>>(
+                &what,
+                CellOptions::default(),
+                [hidden; 2],
+                &device,
+            );
+        }
     }
 }

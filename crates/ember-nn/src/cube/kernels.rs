@@ -138,3 +138,178 @@ pub fn gru_backward(
     d_gh[base + 2 * h] = dn * r;
     d_h_prev[pos] = d * z;
 }
+
+/// A whole LSTM sequence in one launch (persistent over time): one cube per batch row, its
+/// units split over the cube's threads, `h` shared between them through shared memory.
+///
+/// Reads `xp [T, B, 4H]` (input projection with both biases), `w_t = W_hhᵀ [H, 4H]`,
+/// `h0`, `c0 [B, H]` and `active [T]` (rows running at each step; the rest keep their state
+/// and output zeros). Writes the activations `act [T, B, 4H]`, the states `hs`, `cs
+/// [T + 1, B, H]` (step 0: `h0`, `c0`) and `y`: outputs `[T, B, H]`, then `h_n`, then `c_n`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_sequence_forward(
+    xp: &Array<f32>,
+    w_t: &Array<f32>,
+    h0: &Array<f32>,
+    c0: &Array<f32>,
+    active: &Array<u32>,
+    act: &mut Array<f32>,
+    hs: &mut Array<f32>,
+    cs: &mut Array<f32>,
+    y: &mut Array<f32>,
+    steps: u32,
+    batch: u32,
+    #[comptime] hidden: usize,
+) {
+    let h = hidden;
+    let b = CUBE_POS;
+    let rows = batch as usize;
+    let len = steps as usize;
+    let first = UNIT_POS as usize;
+    let stride = CUBE_DIM as usize;
+    let mut h_sh = SharedMemory::<f32>::new(hidden);
+    for j in range_stepped(first, h, stride) {
+        let v = h0[b * h + j];
+        h_sh[j] = v;
+        hs[b * h + j] = v;
+        cs[b * h + j] = c0[b * h + j];
+    }
+    sync_cube();
+    for t in 0..len {
+        let run = b < active[t] as usize;
+        let row = t * rows + b;
+        let prev = row * h;
+        let next = (row + rows) * h;
+        for j in range_stepped(first, h, stride) {
+            let base = row * 4 * h + j;
+            if run {
+                let mut ai = xp[base];
+                let mut af = xp[base + h];
+                let mut ag = xp[base + 2 * h];
+                let mut ao = xp[base + 3 * h];
+                for k in 0..h {
+                    let hk = h_sh[k];
+                    let w = k * 4 * h + j;
+                    ai += w_t[w] * hk;
+                    af += w_t[w + h] * hk;
+                    ag += w_t[w + 2 * h] * hk;
+                    ao += w_t[w + 3 * h] * hk;
+                }
+                let i = sigmoid(ai);
+                let f = sigmoid(af);
+                let g = ag.tanh();
+                let o = sigmoid(ao);
+                let c = f * cs[prev + j] + i * g;
+                let hn = o * c.tanh();
+                act[base] = i;
+                act[base + h] = f;
+                act[base + 2 * h] = g;
+                act[base + 3 * h] = o;
+                cs[next + j] = c;
+                hs[next + j] = hn;
+                y[prev + j] = hn;
+            } else {
+                act[base] = 0.0f32;
+                act[base + h] = 0.0f32;
+                act[base + 2 * h] = 0.0f32;
+                act[base + 3 * h] = 0.0f32;
+                cs[next + j] = cs[prev + j];
+                hs[next + j] = hs[prev + j];
+                y[prev + j] = 0.0f32;
+            }
+        }
+        sync_cube();
+        for j in range_stepped(first, h, stride) {
+            h_sh[j] = hs[next + j];
+        }
+        sync_cube();
+    }
+    let last = (len * rows + b) * h;
+    let tail = len * rows * h;
+    for j in range_stepped(first, h, stride) {
+        y[tail + b * h + j] = hs[last + j];
+        y[tail + rows * h + b * h + j] = cs[last + j];
+    }
+}
+
+/// Backward of [`lstm_sequence_forward`], in reverse time, one cube per batch row: from `dy`
+/// (the layout of `y`), `W_hh [4H, H]` and the saved `act`, `cs`, writes `dxp [T, B, 4H]`
+/// (the gradient of the gate pre-activations) and, carried over the steps, `dh` and `dc
+/// [B, H]`, which end as the gradients of `h0` and `c0`. The step's `dh_prev = dgates W_hh`
+/// reads the gate gradients from shared memory.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_sequence_backward(
+    dy: &Array<f32>,
+    w: &Array<f32>,
+    act: &Array<f32>,
+    cs: &Array<f32>,
+    active: &Array<u32>,
+    dxp: &mut Array<f32>,
+    dh: &mut Array<f32>,
+    dc: &mut Array<f32>,
+    steps: u32,
+    batch: u32,
+    #[comptime] hidden: usize,
+) {
+    let h = hidden;
+    let b = CUBE_POS;
+    let rows = batch as usize;
+    let len = steps as usize;
+    let first = UNIT_POS as usize;
+    let stride = CUBE_DIM as usize;
+    let tail = len * rows * h;
+    let mut dg_sh = SharedMemory::<f32>::new(hidden * 4);
+    for j in range_stepped(first, h, stride) {
+        dh[b * h + j] = dy[tail + b * h + j];
+        dc[b * h + j] = dy[tail + rows * h + b * h + j];
+    }
+    for s in 0..len {
+        let t = len - 1 - s;
+        let run = b < active[t] as usize;
+        let row = t * rows + b;
+        for j in range_stepped(first, h, stride) {
+            let base = row * 4 * h + j;
+            if run {
+                let i = act[base];
+                let f = act[base + h];
+                let g = act[base + 2 * h];
+                let o = act[base + 3 * h];
+                let c = cs[(row + rows) * h + j];
+                let tc = c.tanh();
+                let dht = dh[b * h + j] + dy[row * h + j];
+                let dct = dc[b * h + j] + dht * o * (1.0f32 - tc * tc);
+                let di = dct * g * i * (1.0f32 - i);
+                let df = dct * cs[row * h + j] * f * (1.0f32 - f);
+                let dg = dct * i * (1.0f32 - g * g);
+                let d_o = dht * tc * o * (1.0f32 - o);
+                dxp[base] = di;
+                dxp[base + h] = df;
+                dxp[base + 2 * h] = dg;
+                dxp[base + 3 * h] = d_o;
+                dg_sh[j] = di;
+                dg_sh[j + h] = df;
+                dg_sh[j + 2 * h] = dg;
+                dg_sh[j + 3 * h] = d_o;
+                dc[b * h + j] = dct * f;
+            } else {
+                dxp[base] = 0.0f32;
+                dxp[base + h] = 0.0f32;
+                dxp[base + 2 * h] = 0.0f32;
+                dxp[base + 3 * h] = 0.0f32;
+            }
+        }
+        sync_cube();
+        if run {
+            for j in range_stepped(first, h, stride) {
+                let mut acc = 0.0f32;
+                for k in 0..4 * h {
+                    acc += dg_sh[k] * w[k * h + j];
+                }
+                dh[b * h + j] = acc;
+            }
+        }
+        sync_cube();
+    }
+}

@@ -5,12 +5,16 @@
 //! On wgpu a step is `W_hh h` (a Burn matmul, tracked as usual) and then, instead of the
 //! dozen elementwise ops and graph nodes of the gate math, one kernel: LSTM gates
 //! `[batch, 4H]` and `c` to `[h'; c']`, GRU `xp`, `gh` and `h` to `h'`. The backward kernel
-//! recomputes nothing but `tanh c'`: the forward keeps the gate activations. Used for `Wgpu` and
+//! recomputes nothing but `tanh c'`: the forward keeps the gate activations. An LSTM without
+//! `proj_size` goes further ([`sequence`]): its whole recurrence is one persistent kernel. Used for `Wgpu` and
 //! `Autodiff<Wgpu>` (chosen at run time by type, like [`crate::fused`]); `EMBER_UNFUSED=1`
 //! turns it off. The Elman RNN's step (`act(xp + W_hh h)`) is one elementwise op already and
 //! has no kernel here.
 
 mod kernels;
+mod sequence;
+
+pub(crate) use sequence::lstm_sequence;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
