@@ -13,9 +13,9 @@
 //! `c_n`; they are slices of it. Packed sequences run only their active rows per step. Used
 //! for `Autodiff<NdArray>` and `Autodiff<Flex>` (training), and for plain `NdArray`/`Flex`
 //! (inference) on sequences of [`SHORT`] steps or more, chosen at run time by type, so models
-//! keep a plain `B: Backend` bound. On wgpu an LSTM without `proj_size` runs as one persistent
-//! CubeCL kernel instead ([`crate::cube`], feature `cube`); other cells there run the per-step
-//! loop, with a CubeCL kernel for each LSTM or GRU step. Setting
+//! keep a plain `B: Backend` bound. wgpu runs the per-step loop with a CubeCL kernel for each
+//! LSTM or GRU step (feature `cube`); with `EMBER_PERSISTENT=1`, an LSTM without `proj_size`
+//! runs there as one persistent CubeCL kernel over all steps instead. Setting
 //! `EMBER_UNFUSED=1` turns the fused path off (for benchmarks and comparisons).
 
 use std::any::{Any, TypeId};
@@ -480,12 +480,14 @@ mod tests {
         let device = burn::backend::wgpu::WgpuDevice::default();
         for hidden in [4, 300] {
             let what = format!("lstm H {hidden}");
-            matches_the_step_loop::<Ad, LstmCell<Ad>>(
-                &what,
-                CellOptions::default(),
-                [hidden; 2],
-                &device,
-            );
+            crate::cube::with_persistent(|| {
+                matches_the_step_loop::<Ad, LstmCell<Ad>>(
+                    &what,
+                    CellOptions::default(),
+                    [hidden; 2],
+                    &device,
+                )
+            });
         }
     }
 }

@@ -5,16 +5,20 @@
 //! On wgpu a step is `W_hh h` (a Burn matmul, tracked as usual) and then, instead of the
 //! dozen elementwise ops and graph nodes of the gate math, one kernel: LSTM gates
 //! `[batch, 4H]` and `c` to `[h'; c']`, GRU `xp`, `gh` and `h` to `h'`. The backward kernel
-//! recomputes nothing but `tanh c'`: the forward keeps the gate activations. An LSTM without
-//! `proj_size` goes further ([`sequence`]): its whole recurrence is one persistent kernel. Used for `Wgpu` and
-//! `Autodiff<Wgpu>` (chosen at run time by type, like [`crate::fused`]); `EMBER_UNFUSED=1`
+//! recomputes nothing but `tanh c'`: the forward keeps the gate activations. Used for `Wgpu`
+//! and `Autodiff<Wgpu>` (chosen at run time by type, like [`crate::fused`]); `EMBER_UNFUSED=1`
 //! turns it off. The Elman RNN's step (`act(xp + W_hh h)`) is one elementwise op already and
 //! has no kernel here.
+//!
+//! With `EMBER_PERSISTENT=1`, an LSTM without `proj_size` goes further ([`sequence`]): its
+//! whole recurrence is one persistent kernel launch, one cube per batch row.
 
 mod kernels;
 mod sequence;
 
 pub(crate) use sequence::lstm_sequence;
+#[cfg(test)]
+pub(crate) use sequence::with_persistent;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
@@ -105,11 +109,11 @@ fn dims2<R: CubeRuntime>(t: &CubeTensor<R>) -> [usize; 2] {
     t.shape().dims::<2>()
 }
 
-/// LSTM step forward: the activations `[batch, 4H]` and `[h'; c']` as `[2, batch, H]`.
+/// LSTM step forward: `[h'; c']` as `[2, batch, H]`, and what the backward pass reads.
 fn lstm_forward<B: CubeBridge>(
     gates: FloatTensor<B>,
     c_prev: FloatTensor<B>,
-) -> (FloatTensor<B>, FloatTensor<B>) {
+) -> (FloatTensor<B>, LstmSaved<B::Runtime>) {
     let (gates, c_prev) = (B::to_cube(gates), B::to_cube(c_prev));
     let [batch, width] = dims2(&gates);
     let hidden = width / 4;
@@ -121,21 +125,21 @@ fn lstm_forward<B: CubeBridge>(
         count,
         dim,
         gates.into_array_arg(),
-        c_prev.into_array_arg(),
+        c_prev.clone().into_array_arg(),
         act.clone().into_array_arg(),
         out.clone().into_array_arg(),
         hidden as u32,
         units,
     );
-    (B::from_cube(act), B::from_cube(out))
+    (B::from_cube(out.clone()), (act, out, c_prev))
 }
 
-/// GRU step forward: the activations `[batch, 3H]` and `h'`.
+/// GRU step forward: `h'`, and what the backward pass reads.
 fn gru_forward<B: CubeBridge>(
     xp: FloatTensor<B>,
     gh: FloatTensor<B>,
     h_prev: FloatTensor<B>,
-) -> (FloatTensor<B>, FloatTensor<B>) {
+) -> (FloatTensor<B>, GruSaved<B::Runtime>) {
     let (xp, gh, h_prev) = (B::to_cube(xp), B::to_cube(gh), B::to_cube(h_prev));
     let [batch, width] = dims2(&xp);
     let hidden = width / 3;
@@ -147,30 +151,30 @@ fn gru_forward<B: CubeBridge>(
         count,
         dim,
         xp.into_array_arg(),
-        gh.into_array_arg(),
-        h_prev.into_array_arg(),
+        gh.clone().into_array_arg(),
+        h_prev.clone().into_array_arg(),
         act.clone().into_array_arg(),
         h.clone().into_array_arg(),
         hidden as u32,
         units,
     );
-    (B::from_cube(act), B::from_cube(h))
+    (B::from_cube(h), (act, gh, h_prev))
 }
 
-/// What the LSTM step's backward reads: activations, `[h'; c']`, `c`.
-type LstmSaved<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+/// What the LSTM step's backward reads: activations, `[h'; c']`, `c`. Kept as CubeCL tensors,
+/// so the backward pass hands only its incoming gradient over from Burn's fusion stream.
+type LstmSaved<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
 
 /// The LSTM step's autodiff node; parents `gates`, `c_prev`.
 #[derive(Debug)]
 struct LstmStep;
 
 impl<B: CubeBridge> Backward<B, 2> for LstmStep {
-    type State = LstmSaved<B>;
+    type State = LstmSaved<B::Runtime>;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let d_out = B::to_cube(grads.consume::<B>(&ops.node));
         let (act, out, c_prev) = ops.state;
-        let (act, out, c_prev) = (B::to_cube(act), B::to_cube(out), B::to_cube(c_prev));
         let [batch, width] = dims2(&act);
         let hidden = width / 4;
         let d_gates = empty(&act, vec![batch, width]);
@@ -199,20 +203,19 @@ impl<B: CubeBridge> Backward<B, 2> for LstmStep {
     }
 }
 
-/// What the GRU step's backward reads: activations, `gh`, `h_prev`.
-type GruSaved<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+/// What the GRU step's backward reads: activations, `gh`, `h_prev` (CubeCL tensors).
+type GruSaved<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
 
 /// The GRU step's autodiff node; parents `xp`, `gh`, `h_prev`.
 #[derive(Debug)]
 struct GruStep;
 
 impl<B: CubeBridge> Backward<B, 3> for GruStep {
-    type State = GruSaved<B>;
+    type State = GruSaved<B::Runtime>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dh = B::to_cube(grads.consume::<B>(&ops.node));
         let (act, gh, h_prev) = ops.state;
-        let (act, gh, h_prev) = (B::to_cube(act), B::to_cube(gh), B::to_cube(h_prev));
         let [batch, width] = dims2(&act);
         let hidden = width / 3;
         let d_xp = empty(&act, vec![batch, width]);
@@ -243,7 +246,7 @@ impl<B: CubeBridge> Backward<B, 3> for GruStep {
 
 /// [`lstm`] on a plain CubeCL backend.
 fn lstm_plain<B: CubeBridge>(gates: FloatTensor<B>, c_prev: FloatTensor<B>) -> FloatTensor<B> {
-    lstm_forward::<B>(gates, c_prev).1
+    lstm_forward::<B>(gates, c_prev).0
 }
 
 /// [`gru`] on a plain CubeCL backend.
@@ -252,7 +255,7 @@ fn gru_plain<B: CubeBridge>(
     gh: FloatTensor<B>,
     h_prev: FloatTensor<B>,
 ) -> FloatTensor<B> {
-    gru_forward::<B>(xp, gh, h_prev).1
+    gru_forward::<B>(xp, gh, h_prev).0
 }
 
 /// [`lstm`] as one node of `Autodiff<B, C>`'s graph.
@@ -261,9 +264,9 @@ fn lstm_tracked<B: CubeBridge, C: CheckpointStrategy>(
     c_prev: FloatTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
     let nodes = [gates.node.clone(), c_prev.node.clone()];
-    let (act, out) = lstm_forward::<B>(gates.primitive, c_prev.primitive.clone());
+    let (out, saved) = lstm_forward::<B>(gates.primitive, c_prev.primitive);
     match LstmStep.prepare::<C>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((act, out.clone(), c_prev.primitive), out),
+        OpsKind::Tracked(prep) => prep.finish(saved, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
@@ -275,9 +278,9 @@ fn gru_tracked<B: CubeBridge, C: CheckpointStrategy>(
     h_prev: FloatTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
     let nodes = [xp.node.clone(), gh.node.clone(), h_prev.node.clone()];
-    let (act, h) = gru_forward::<B>(xp.primitive, gh.primitive.clone(), h_prev.primitive.clone());
+    let (h, saved) = gru_forward::<B>(xp.primitive, gh.primitive, h_prev.primitive);
     match GruStep.prepare::<C>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((act, gh.primitive, h_prev.primitive), h),
+        OpsKind::Tracked(prep) => prep.finish(saved, h),
         OpsKind::UnTracked(prep) => prep.finish(h),
     }
 }

@@ -7,6 +7,9 @@
 //! `Autodiff<Wgpu>`. Each batch row is one cube, so rows run in parallel and a step waits only
 //! on its own cube's barrier; `W_hh` is read from global memory (cached) at every step.
 
+use std::cell::Cell;
+use std::sync::OnceLock;
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
@@ -22,6 +25,28 @@ use cubecl::Runtime;
 
 use super::{empty, kernels, primitive, tensor, CubeBridge};
 use crate::fused::{cast, enabled};
+
+thread_local! {
+    /// Tests turn the persistent kernel on for their own thread with this.
+    static FORCED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the persistent kernel runs: `EMBER_PERSISTENT=1` turns it on. It is off by default
+/// until GPU measurements decide (on lavapipe, a CPU, it is slower than the per-step kernels).
+fn persistent() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    FORCED.with(Cell::get)
+        || *ON.get_or_init(|| std::env::var("EMBER_PERSISTENT").is_ok_and(|v| v == "1"))
+}
+
+/// Runs `f` with the persistent kernel on for this thread (tests).
+#[cfg(test)]
+pub(crate) fn with_persistent<T>(f: impl FnOnce() -> T) -> T {
+    FORCED.with(|on| on.set(true));
+    let out = f();
+    FORCED.with(|on| on.set(false));
+    out
+}
 
 /// Sizes of one recurrence.
 #[derive(Debug, Clone, Copy)]
@@ -234,7 +259,7 @@ pub(crate) fn lstm_sequence<B: Backend>(
         batch,
         hidden: width / 4,
     };
-    if !enabled() || steps == 0 || batch == 0 {
+    if !enabled() || !persistent() || steps == 0 || batch == 0 {
         return None;
     }
     let active: Vec<u32> = if active.is_empty() {
