@@ -285,6 +285,42 @@ fn gru_tracked<B: CubeBridge, C: CheckpointStrategy>(
     }
 }
 
+/// The kernels' entry points on `Wgpu`, not generic, so they are compiled once, here, and not
+/// again in every crate whose generic models call them.
+mod wgpu {
+    use super::*;
+
+    type Ad = Autodiff<Wgpu>;
+
+    #[inline(never)]
+    pub(super) fn lstm_plain(g: FloatTensor<Wgpu>, c: FloatTensor<Wgpu>) -> FloatTensor<Wgpu> {
+        super::lstm_plain::<Wgpu>(g, c)
+    }
+
+    #[inline(never)]
+    pub(super) fn lstm_tracked(g: FloatTensor<Ad>, c: FloatTensor<Ad>) -> FloatTensor<Ad> {
+        super::lstm_tracked::<Wgpu, NoCheckpointing>(g, c)
+    }
+
+    #[inline(never)]
+    pub(super) fn gru_plain(
+        x: FloatTensor<Wgpu>,
+        g: FloatTensor<Wgpu>,
+        h: FloatTensor<Wgpu>,
+    ) -> FloatTensor<Wgpu> {
+        super::gru_plain::<Wgpu>(x, g, h)
+    }
+
+    #[inline(never)]
+    pub(super) fn gru_tracked(
+        x: FloatTensor<Ad>,
+        g: FloatTensor<Ad>,
+        h: FloatTensor<Ad>,
+    ) -> FloatTensor<Ad> {
+        super::gru_tracked::<Wgpu, NoCheckpointing>(x, g, h)
+    }
+}
+
 fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
@@ -326,8 +362,8 @@ pub(crate) fn lstm<B: Backend>(
 ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
     let out: Tensor<B, 3> = dispatch(
         [gates, c_prev],
-        |[g, c]| lstm_plain::<Wgpu>(g, c),
-        |[g, c]| lstm_tracked::<Wgpu, NoCheckpointing>(g, c),
+        |[g, c]| wgpu::lstm_plain(g, c),
+        |[g, c]| wgpu::lstm_tracked(g, c),
     )?;
     let [h, c] = <[Tensor<B, 3>; 2]>::try_from(out.chunk(2, 0)).ok()?;
     Some((h.squeeze_dim(0), c.squeeze_dim(0)))
@@ -342,8 +378,8 @@ pub(crate) fn gru<B: Backend>(
 ) -> Option<Tensor<B, 2>> {
     dispatch(
         [xp, gh, h_prev],
-        |[x, g, h]| gru_plain::<Wgpu>(x, g, h),
-        |[x, g, h]| gru_tracked::<Wgpu, NoCheckpointing>(x, g, h),
+        |[x, g, h]| wgpu::gru_plain(x, g, h),
+        |[x, g, h]| wgpu::gru_tracked(x, g, h),
     )
 }
 

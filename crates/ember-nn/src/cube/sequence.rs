@@ -227,6 +227,22 @@ fn tracked<B: CubeBridge, C: CheckpointStrategy>(
     }
 }
 
+/// [`tracked`] on `Autodiff<Wgpu>`, compiled once here rather than in every calling crate.
+#[inline(never)]
+fn tracked_wgpu(
+    inputs: Inputs<Autodiff<Wgpu>>,
+    active: Vec<u32>,
+    dims: Dims,
+) -> FloatTensor<Autodiff<Wgpu>> {
+    tracked::<Wgpu, NoCheckpointing>(inputs, active, dims)
+}
+
+/// [`plain`] on `Wgpu`, compiled once here.
+#[inline(never)]
+fn plain_wgpu(inputs: Inputs<Wgpu>, active: Vec<u32>, dims: Dims) -> FloatTensor<Wgpu> {
+    plain::<Wgpu>(inputs, active, dims)
+}
+
 /// The inputs on backend `I`, when `B` is `I`.
 fn recast<B: Backend, I: Backend>(
     xp: &Tensor<B, 3>,
@@ -273,12 +289,12 @@ pub(crate) fn lstm_sequence<B: Backend>(
     }
     let rest = [w_hh, h0, c0];
     if let Some(inputs) = recast::<B, Autodiff<Wgpu>>(xp, rest) {
-        return cast(tensor::<Autodiff<Wgpu>, 1>(
-            tracked::<Wgpu, NoCheckpointing>(inputs, active, dims),
-        ));
+        return cast(tensor::<Autodiff<Wgpu>, 1>(tracked_wgpu(
+            inputs, active, dims,
+        )));
     }
     let inputs = recast::<B, Wgpu>(xp, rest)?;
-    cast(tensor::<Wgpu, 1>(plain::<Wgpu>(inputs, active, dims)))
+    cast(tensor::<Wgpu, 1>(plain_wgpu(inputs, active, dims)))
 }
 
 /// Whether `device`'s cubes have the shared memory the backward kernel asks for (`16·H` bytes).
