@@ -15,7 +15,7 @@
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
 use crate::simd::{blocks, multiversion};
-use crate::{weight_grad, zero_inactive, Cell, Grads, Inputs, Saved};
+use crate::{weight_grad, zero_inactive, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
     /// One step for `rows` rows: activates `gates [rows, 3H]` in place (r, z, n) from the
@@ -96,11 +96,12 @@ multiversion! {
     }
 }
 
-pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
+pub(crate) fn forward<X: Buffer>(inputs: Inputs<X>, save: bool) -> (Vec<f32>, Option<Saved<X>>) {
     let d = inputs.dims;
     let (steps, batch, n) = (d.steps, d.batch, d.hidden);
     let (bh, g) = (d.state_len(), 3 * n);
-    let mut xp = inputs.xp;
+    let mut act = inputs.xp;
+    let xp = act.as_mut();
     let w_t = transposed(&inputs.w_hh, g, n);
     let b_hh = if inputs.b_hh.is_empty() {
         vec![0.0; g]
@@ -141,7 +142,7 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
         w_hh: inputs.w_hh,
         active: inputs.active,
         h_prev,
-        act: xp,
+        act,
         extra: hn,
         tanh_c: Vec::new(),
         h_full: Vec::new(),
@@ -150,16 +151,17 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
     (y, saved)
 }
 
-pub(crate) fn backward(saved: Saved, dy: &[f32]) -> Grads {
+pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32]) -> Grads<X> {
     let d = saved.dims;
     let (steps, batch, n) = (d.steps, d.batch, d.hidden);
     let (bh, g) = (d.state_len(), 3 * n);
     let mut dh = dy[steps * bh..].to_vec();
-    let mut dg = saved.act;
+    let mut dg_buf = saved.act;
+    let dg = dg_buf.as_mut();
     let mut dhp = vec![0.0; steps * batch * g];
     for t in (0..steps).rev() {
         let rows = saved.active[t];
-        zero_inactive(&mut dg, t, rows, batch, g);
+        zero_inactive(dg, t, rows, batch, g);
         let step = t * batch * g..(t * batch + rows) * g;
         let s = t * bh..t * bh + rows * n;
         cell_backward(
@@ -186,7 +188,7 @@ pub(crate) fn backward(saved: Saved, dy: &[f32]) -> Grads {
         }
     }
     Grads {
-        xp: dg,
+        xp: dg_buf,
         w_hh,
         w_hr: Vec::new(),
         b_hh,

@@ -81,16 +81,28 @@ impl Dims {
     }
 }
 
-/// The inputs of one forward pass.
+/// A buffer of `f32` values that the kernels may own and overwrite: a `Vec<f32>`, or a caller's
+/// own storage (ember-nn passes a Burn CPU tensor's bytes, so the projected input is not copied).
+pub trait Buffer:
+    AsRef<[f32]> + AsMut<[f32]> + Clone + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<T: AsRef<[f32]> + AsMut<[f32]> + Clone + std::fmt::Debug + Send + Sync + 'static> Buffer
+    for T
+{
+}
+
+/// The inputs of one forward pass; `X` holds the projected input.
 #[derive(Debug, Clone)]
-pub struct Inputs {
+pub struct Inputs<X: Buffer = Vec<f32>> {
     /// The cell.
     pub cell: Cell,
     /// Sizes.
     pub dims: Dims,
     /// The projected input `[T, batch, G·H]` (GRU: `x W_ihᵀ + b_ih`; LSTM and RNN: both
     /// biases added). Consumed: the kernel overwrites it with the gate activations.
-    pub xp: Vec<f32>,
+    pub xp: X,
     /// `W_hh`, `[G·H, H_out]`.
     pub w_hh: Vec<f32>,
     /// LSTM with `proj_size` only: `W_hr`, `[H_out, H]`; otherwise empty.
@@ -108,7 +120,7 @@ pub struct Inputs {
 
 /// What the backward pass needs, kept by the forward pass.
 #[derive(Debug, Clone)]
-pub struct Saved {
+pub struct Saved<X: Buffer = Vec<f32>> {
     cell: Cell,
     dims: Dims,
     w_hh: Vec<f32>,
@@ -117,7 +129,7 @@ pub struct Saved {
     /// `h_{t-1}` of every step and row, `[T, batch, H_out]`.
     h_prev: Vec<f32>,
     /// Gate activations `[T, batch, G·H]` (RNN: `h_t`).
-    act: Vec<f32>,
+    act: X,
     /// LSTM: `c_{t-1}`; GRU: `W_hn h_{t-1} + b_hn`; RNN: empty. `[T, batch, H]`.
     extra: Vec<f32>,
     /// LSTM: `tanh c_t`, `[T, batch, H]`; otherwise empty.
@@ -128,9 +140,9 @@ pub struct Saved {
 
 /// The gradients of one backward pass.
 #[derive(Debug, Clone)]
-pub struct Grads {
+pub struct Grads<X: Buffer = Vec<f32>> {
     /// `dL/dxp`, `[T, batch, G·H]`.
-    pub xp: Vec<f32>,
+    pub xp: X,
     /// `dL/dW_hh`, `[G·H, H_out]`.
     pub w_hh: Vec<f32>,
     /// LSTM with `proj_size`: `dL/dW_hr`, `[H_out, H]`; otherwise empty.
@@ -155,7 +167,7 @@ impl std::fmt::Display for ShapeError {
 
 impl std::error::Error for ShapeError {}
 
-impl Inputs {
+impl<X: Buffer> Inputs<X> {
     fn check(&self) -> Result<(), ShapeError> {
         let Dims {
             steps,
@@ -172,7 +184,7 @@ impl Inputs {
         }
         let g = self.cell.gates() * hidden;
         let mut expect = vec![
-            ("xp", self.xp.len(), steps * batch * g),
+            ("xp", self.xp.as_ref().len(), steps * batch * g),
             ("w_hh", self.w_hh.len(), g * output),
             ("h0", self.h0.len(), batch * output),
         ];
@@ -203,7 +215,10 @@ impl Inputs {
 }
 
 /// Runs the recurrence: `y` (see the crate docs) and, when `save`, what [`backward`] needs.
-pub fn forward(mut inputs: Inputs, save: bool) -> Result<(Vec<f32>, Option<Saved>), ShapeError> {
+pub fn forward<X: Buffer>(
+    mut inputs: Inputs<X>,
+    save: bool,
+) -> Result<(Vec<f32>, Option<Saved<X>>), ShapeError> {
     inputs.check()?;
     if inputs.active.is_empty() {
         inputs.active = vec![inputs.dims.batch; inputs.dims.steps];
@@ -216,7 +231,7 @@ pub fn forward(mut inputs: Inputs, save: bool) -> Result<(Vec<f32>, Option<Saved
 }
 
 /// BPTT from `dy = dL/dy` (the shape of [`forward`]'s `y`).
-pub fn backward(saved: Saved, dy: &[f32]) -> Result<Grads, ShapeError> {
+pub fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32]) -> Result<Grads<X>, ShapeError> {
     let d = saved.dims;
     let want = d.y_len(saved.cell);
     if dy.len() != want {
@@ -237,11 +252,10 @@ pub fn backward(saved: Saved, dy: &[f32]) -> Result<Grads, ShapeError> {
 fn weight_grad(dg: &[f32], h_prev: &[f32], gates: usize, hidden: usize) -> Vec<f32> {
     let rows = h_prev.len() / hidden.max(1);
     let mut dw = vec![0.0; gates * hidden];
-    matmul::matmul(
+    matmul::matmul_parallel(
         &mut dw,
         matmul::View::row_major(dg, rows, gates).t(),
         matmul::View::row_major(h_prev, rows, hidden),
-        false,
     );
     dw
 }

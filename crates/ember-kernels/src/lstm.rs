@@ -15,7 +15,7 @@
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
 use crate::simd::{blocks, multiversion};
-use crate::{weight_grad, zero_inactive, Cell, Grads, Inputs, Saved};
+use crate::{weight_grad, zero_inactive, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
     /// One step's gates for `rows` rows: activates `gates [rows, 4H]` in place, updates `c`,
@@ -80,12 +80,13 @@ multiversion! {
     }
 }
 
-pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
+pub(crate) fn forward<X: Buffer>(inputs: Inputs<X>, save: bool) -> (Vec<f32>, Option<Saved<X>>) {
     let d = inputs.dims;
     let (steps, batch, n, p) = (d.steps, d.batch, d.hidden, d.output);
     let (bh, bp, g) = (batch * n, batch * p, 4 * n);
     let projected = !inputs.w_hr.is_empty();
-    let mut xp = inputs.xp;
+    let mut act = inputs.xp;
+    let xp = act.as_mut();
     let w_t = transposed(&inputs.w_hh, g, p);
     let w_hr_t = transposed(&inputs.w_hr, p, n);
     let mut h = inputs.h0;
@@ -140,7 +141,7 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
         w_hr: inputs.w_hr,
         active: inputs.active,
         h_prev,
-        act: xp,
+        act,
         extra: c_prev,
         tanh_c,
         h_full: if projected { h_full } else { Vec::new() },
@@ -148,20 +149,21 @@ pub(crate) fn forward(inputs: Inputs, save: bool) -> (Vec<f32>, Option<Saved>) {
     (y, saved)
 }
 
-pub(crate) fn backward(saved: Saved, dy: &[f32]) -> Grads {
+pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32]) -> Grads<X> {
     let d = saved.dims;
     let (steps, batch, n, p) = (d.steps, d.batch, d.hidden, d.output);
     let (bh, bp, g) = (batch * n, batch * p, 4 * n);
     let projected = !saved.w_hr.is_empty();
     let mut dh = dy[steps * bp..(steps + 1) * bp].to_vec();
     let mut dc = dy[(steps + 1) * bp..].to_vec();
-    let mut dg = saved.act;
+    let mut dg_buf = saved.act;
+    let dg = dg_buf.as_mut();
     // dL/dh_t of every step (the projection's output), for dW_hr; and dL/d(o ⊙ tanh c).
     let mut dh_out = vec![0.0; if projected { steps * bp } else { 0 }];
     let mut dh_full = vec![0.0; bh];
     for t in (0..steps).rev() {
         let rows = saved.active[t];
-        zero_inactive(&mut dg, t, rows, batch, g);
+        zero_inactive(dg, t, rows, batch, g);
         for (total, dy) in dh[..rows * p].iter_mut().zip(&dy[t * bp..]) {
             *total += dy;
         }
@@ -184,14 +186,14 @@ pub(crate) fn backward(saved: Saved, dy: &[f32]) -> Grads {
             false,
         );
     }
-    let w_hh = weight_grad(&dg, &saved.h_prev, g, p);
+    let w_hh = weight_grad(dg, &saved.h_prev, g, p);
     let w_hr = if projected {
         weight_grad(&dh_out, &saved.h_full, p, n)
     } else {
         Vec::new()
     };
     Grads {
-        xp: dg,
+        xp: dg_buf,
         w_hh,
         w_hr,
         b_hh: Vec::new(),

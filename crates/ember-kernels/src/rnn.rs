@@ -5,7 +5,7 @@
 use crate::math::tanh;
 use crate::matmul::{matmul, transposed, View};
 use crate::simd::multiversion;
-use crate::{weight_grad, zero_inactive, Cell, Grads, Inputs, Saved};
+use crate::{weight_grad, zero_inactive, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
     /// One step for `rows` rows: `pre [rows, H]` becomes `h_t` in place, copied to `h` and `out`.
@@ -39,11 +39,16 @@ multiversion! {
     }
 }
 
-pub(crate) fn forward(inputs: Inputs, relu: bool, save: bool) -> (Vec<f32>, Option<Saved>) {
+pub(crate) fn forward<X: Buffer>(
+    inputs: Inputs<X>,
+    relu: bool,
+    save: bool,
+) -> (Vec<f32>, Option<Saved<X>>) {
     let d = inputs.dims;
     let (steps, n) = (d.steps, d.hidden);
     let bh = d.state_len();
-    let mut xp = inputs.xp;
+    let mut act = inputs.xp;
+    let xp = act.as_mut();
     let w_t = transposed(&inputs.w_hh, n, n);
     let mut h = inputs.h0;
     let mut y = vec![0.0; d.y_len(Cell::Rnn { relu })];
@@ -74,7 +79,7 @@ pub(crate) fn forward(inputs: Inputs, relu: bool, save: bool) -> (Vec<f32>, Opti
         w_hh: inputs.w_hh,
         active: inputs.active,
         h_prev,
-        act: xp,
+        act,
         extra: Vec::new(),
         tanh_c: Vec::new(),
         h_full: Vec::new(),
@@ -83,15 +88,16 @@ pub(crate) fn forward(inputs: Inputs, relu: bool, save: bool) -> (Vec<f32>, Opti
     (y, saved)
 }
 
-pub(crate) fn backward(saved: Saved, dy: &[f32], relu: bool) -> Grads {
+pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], relu: bool) -> Grads<X> {
     let d = saved.dims;
     let (steps, batch, n) = (d.steps, d.batch, d.hidden);
     let bh = d.state_len();
     let mut dh = dy[steps * bh..].to_vec();
-    let mut dg = saved.act;
+    let mut dg_buf = saved.act;
+    let dg = dg_buf.as_mut();
     for t in (0..steps).rev() {
         let rows = saved.active[t];
-        zero_inactive(&mut dg, t, rows, batch, n);
+        zero_inactive(dg, t, rows, batch, n);
         let s = t * bh..t * bh + rows * n;
         let step = &mut dg[s.clone()];
         cell_backward(relu, step, &dy[s], &dh[..rows * n]);
@@ -102,9 +108,9 @@ pub(crate) fn backward(saved: Saved, dy: &[f32], relu: bool) -> Grads {
             false,
         );
     }
-    let w_hh = weight_grad(&dg, &saved.h_prev, n, n);
+    let w_hh = weight_grad(dg, &saved.h_prev, n, n);
     Grads {
-        xp: dg,
+        xp: dg_buf,
         w_hh,
         b_hh: Vec::new(),
         w_hr: Vec::new(),

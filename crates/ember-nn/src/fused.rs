@@ -28,7 +28,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{TensorData, TensorPrimitive};
+use burn::tensor::{DType, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
 use ember_kernels::{Cell, Dims, Inputs, Saved};
 
 use crate::cell::CellState;
@@ -51,12 +52,80 @@ fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
-/// The values of `t` in row-major order, as `f32`.
+/// The values of `t` in row-major order, as `f32`: on Flex one copy out of the tensor's storage
+/// (its `into_data` copies a shared tensor twice).
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
+    let data = match cast_or::<_, FlexTensor>(primitive(t)) {
+        Ok(flex) => match flex.as_slice::<f32>() {
+            Some(values) => return values.to_vec(),
+            None => flex.into_data(),
+        },
+        Err(p) => tensor::<B, D>(p).into_data(),
+    };
+    data.convert::<f32>()
         .into_vec::<f32>()
         .expect("converted to f32")
+}
+
+/// A buffer the kernels own and overwrite (the projected input, then its gradient): a Flex
+/// tensor held alone, used in place, or a copy of the values.
+#[derive(Debug, Clone)]
+enum Host {
+    Values(Vec<f32>),
+    Flex(FlexTensor),
+}
+
+impl Host {
+    /// `t`'s values: the tensor itself when it is a Flex `f32` tensor that nothing else holds,
+    /// laid out contiguously over its whole buffer; otherwise a copy.
+    fn of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Self {
+        match cast_or::<_, FlexTensor>(primitive(t)) {
+            Ok(flex) if Self::whole(&flex) => Host::Flex(flex),
+            Ok(flex) => Host::Values(host::<Flex, D>(tensor(flex))),
+            Err(p) => Host::Values(host::<B, D>(tensor(p))),
+        }
+    }
+
+    fn whole(t: &FlexTensor) -> bool {
+        t.dtype() == DType::F32
+            && t.is_unique()
+            && t.is_contiguous()
+            && t.layout().start_offset() == 0
+            && t.bytes().len() == t.layout().num_elements() * size_of::<f32>()
+    }
+
+    /// As a tensor of `shape` on `device` (a Flex tensor keeps its own shape, which is `shape`).
+    fn into_tensor<B: Backend, const D: usize>(
+        self,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> FloatTensor<B> {
+        match self {
+            Host::Values(values) => primitive(Tensor::<B, D>::from_data(
+                TensorData::new(values, shape),
+                device,
+            )),
+            Host::Flex(t) => cast(t).expect("a Flex buffer comes from a Flex tensor"),
+        }
+    }
+}
+
+impl AsRef<[f32]> for Host {
+    fn as_ref(&self) -> &[f32] {
+        match self {
+            Host::Values(v) => v,
+            Host::Flex(t) => t.storage::<f32>(),
+        }
+    }
+}
+
+impl AsMut<[f32]> for Host {
+    fn as_mut(&mut self) -> &mut [f32] {
+        match self {
+            Host::Values(v) => v,
+            Host::Flex(t) => t.storage_mut::<f32>(),
+        }
+    }
 }
 
 /// `values` as a tensor of `shape` on `device`, as a graph gradient.
@@ -65,8 +134,7 @@ fn grad<B: Backend, const D: usize>(
     shape: [usize; D],
     device: &B::Device,
 ) -> Option<FloatTensor<B>> {
-    let t: Tensor<B, D> = Tensor::from_data(TensorData::new(values, shape), device);
-    Some(primitive(t))
+    Some(Host::Values(values).into_tensor::<B, D>(shape, device))
 }
 
 /// One recurrence's inputs on backend `B`.
@@ -98,23 +166,23 @@ impl<B: Backend> Recurrence<B> {
         }
     }
 
-    /// The same recurrence on backend `I`, when `B` is `I`.
-    fn recast<I: Backend>(&self) -> Option<Recurrence<I>> {
+    /// The same recurrence on backend `I` when `B` is `I`, else itself back. By value: a
+    /// tensor also held here would be shared, and copied where the kernel could take it.
+    fn recast<I: Backend>(self) -> Result<Recurrence<I>, Self> {
         if TypeId::of::<B>() != TypeId::of::<I>() {
-            return None;
+            return Err(self);
         }
-        let optional = |t: &Option<Tensor<B, 2>>| match t {
-            Some(t) => cast(t.clone()).map(Some),
-            None => Some(None),
-        };
-        Some(Recurrence {
+        fn same<A: 'static, T: 'static>(a: A) -> T {
+            cast(a).expect("B is I")
+        }
+        Ok(Recurrence {
             cell: self.cell,
-            xp: cast(self.xp.clone())?,
-            w_hh: cast(self.w_hh.clone())?,
-            h0: cast(self.h0.clone())?,
-            aux: optional(&self.aux)?,
-            w_hr: optional(&self.w_hr)?,
-            active: self.active.clone(),
+            xp: same(self.xp),
+            w_hh: same(self.w_hh),
+            h0: same(self.h0),
+            aux: self.aux.map(same),
+            w_hr: self.w_hr.map(same),
+            active: self.active,
         })
     }
 }
@@ -122,7 +190,7 @@ impl<B: Backend> Recurrence<B> {
 /// What the node keeps for its backward pass.
 #[derive(Debug, Clone)]
 struct NodeState {
-    saved: Saved,
+    saved: Saved<Host>,
     cell: Cell,
     dims: Dims,
 }
@@ -139,7 +207,7 @@ fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 1>, Option<No
     let inputs = Inputs {
         cell: r.cell,
         dims,
-        xp: host(r.xp),
+        xp: Host::of(r.xp),
         w_hh: host(r.w_hh),
         w_hr: r.w_hr.map(host).unwrap_or_default(),
         b_hh,
@@ -178,7 +246,7 @@ impl<B: Backend> Backward<B, 5> for FusedRecurrence {
         } = dims;
         let width = cell.gates() * hidden;
         let found: [Option<FloatTensor<B>>; 5] = [
-            grad::<B, 3>(g.xp, [steps, batch, width], &device),
+            Some(g.xp.into_tensor::<B, 3>([steps, batch, width], &device)),
             grad::<B, 2>(g.w_hh, [width, output], &device),
             grad::<B, 2>(g.h0, [batch, output], &device),
             match cell {
@@ -237,25 +305,32 @@ fn on_autodiff<B: Backend, C: CheckpointStrategy>(
 
 /// `a` as a `T`, when it is one.
 pub(crate) fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
-    (Box::new(a) as Box<dyn Any>)
-        .downcast::<T>()
-        .ok()
-        .map(|b| *b)
+    cast_or(a).ok()
 }
 
-/// Runs on `Autodiff<I>` when `B` is that backend.
-fn autodiff_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
-    cast(on_autodiff::<I, NoCheckpointing>(
-        r.recast::<Autodiff<I>>()?,
-    ))
-}
-
-/// Runs on the plain backend `I` when `B` is `I` (inference).
-fn plain_as<B: Backend, I: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
-    if r.xp.dims()[0] < SHORT {
-        return None;
+/// `a` as a `T` when it is one, else `a` back.
+fn cast_or<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+    if TypeId::of::<A>() != TypeId::of::<T>() {
+        return Err(a);
     }
-    cast(forward::<I>(r.recast::<I>()?, false).0)
+    Ok(*(Box::new(a) as Box<dyn Any>)
+        .downcast::<T>()
+        .expect("the same type"))
+}
+
+/// Runs on `Autodiff<I>` when `B` is that backend, else gives `r` back.
+fn autodiff_as<B: Backend, I: Backend>(r: Recurrence<B>) -> Result<Tensor<B, 1>, Recurrence<B>> {
+    let r = r.recast::<Autodiff<I>>()?;
+    Ok(cast(on_autodiff::<I, NoCheckpointing>(r)).expect("B is Autodiff<I>"))
+}
+
+/// Runs on the plain backend `I` when `B` is `I` (inference), else gives `r` back.
+fn plain_as<B: Backend, I: Backend>(r: Recurrence<B>) -> Result<Tensor<B, 1>, Recurrence<B>> {
+    if r.xp.dims()[0] < SHORT {
+        return Err(r);
+    }
+    let r = r.recast::<I>()?;
+    Ok(cast(forward::<I>(r, false).0).expect("B is I"))
 }
 
 /// The recurrence as one persistent CubeCL kernel (wgpu; LSTM without `proj_size`).
@@ -305,12 +380,15 @@ pub(crate) fn recurrence<B: Backend>(
         w_hr,
         active: active.to_vec(),
     };
-    let y = gpu(&r)
-        .or_else(|| autodiff_as::<B, NdArray>(&r))
-        .or_else(|| autodiff_as::<B, Flex>(&r))
-        .or_else(|| plain_as::<B, NdArray>(&r))
-        .or_else(|| plain_as::<B, Flex>(&r))?;
     let d = r.dims();
+    let y = match gpu(&r) {
+        Some(y) => y,
+        None => autodiff_as::<B, NdArray>(r)
+            .or_else(autodiff_as::<B, Flex>)
+            .or_else(plain_as::<B, NdArray>)
+            .or_else(plain_as::<B, Flex>)
+            .ok()?,
+    };
     let block = d.state_len();
     let part = |start: usize, len: usize| y.clone().slice(s![start..start + len]);
     let out = part(0, d.steps * block).reshape([d.steps, d.batch, d.output]);

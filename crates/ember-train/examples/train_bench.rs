@@ -23,6 +23,10 @@ use ember_train::{sample, SampleOptions};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+/// The allocator of the `ember` binary, so the bench times what `cargo xtask train` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The workload, with `bench.py`'s defaults.
 #[derive(Debug, Clone)]
 struct Args {
