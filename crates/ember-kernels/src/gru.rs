@@ -14,8 +14,9 @@
 
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
+use crate::rows::{active, one, one_mut, run, split, split_mut, take};
 use crate::simd::{blocks, multiversion};
-use crate::{weight_grad, zero_inactive, Buffer, Cell, Grads, Inputs, Saved};
+use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
     /// One step for `rows` rows: activates `gates [rows, 3H]` in place (r, z, n) from the
@@ -96,46 +97,90 @@ multiversion! {
     }
 }
 
-pub(crate) fn forward<X: Buffer>(inputs: Inputs<X>, save: bool) -> (Vec<f32>, Option<Saved<X>>) {
+/// One part's rows of the forward pass's buffers (per step: `[rows, ·]` blocks).
+struct Forward<'a> {
+    active: Vec<usize>,
+    xp: Vec<&'a mut [f32]>,
+    /// `T + 1` blocks: the outputs, then `h_n`.
+    out: Vec<&'a mut [f32]>,
+    h0: &'a [f32],
+    /// Saved per step (empty lists when not saving): `h_{t-1}` and `W_hn h_{t-1} + b_hn`.
+    h_prev: Vec<&'a mut [f32]>,
+    hn: Vec<&'a mut [f32]>,
+}
+
+fn forward_part(n: usize, w_t: &[f32], b_hh: &[f32], mut p: Forward) {
+    let g = 3 * n;
+    let save = !p.hn.is_empty();
+    let mut h = p.h0.to_vec();
+    let mut hp = vec![0.0; h.len() / n.max(1) * g];
+    let mut hn = vec![0.0; if save { 0 } else { h.len() }];
+    for (t, &rows) in p.active.iter().enumerate() {
+        if save {
+            p.h_prev[t].copy_from_slice(&h);
+        }
+        matmul(
+            &mut hp,
+            View::row_major(&h, rows, n),
+            View::row_major(w_t, n, g),
+            false,
+        );
+        let hn = if save {
+            &mut p.hn[t][..rows * n]
+        } else {
+            &mut hn[..rows * n]
+        };
+        cell(
+            n,
+            &mut p.xp[t][..rows * g],
+            &hp[..rows * g],
+            b_hh,
+            &mut h[..rows * n],
+            &mut p.out[t][..rows * n],
+            hn,
+        );
+    }
+    one_mut(&mut p.out).copy_from_slice(&h);
+}
+
+pub(crate) fn forward<X: Buffer>(
+    inputs: Inputs<X>,
+    save: bool,
+    cuts: &[usize],
+) -> (Vec<f32>, Option<Saved<X>>) {
     let d = inputs.dims;
     let (steps, batch, n) = (d.steps, d.batch, d.hidden);
     let (bh, g) = (d.state_len(), 3 * n);
     let mut act = inputs.xp;
-    let xp = act.as_mut();
     let w_t = transposed(&inputs.w_hh, g, n);
     let b_hh = if inputs.b_hh.is_empty() {
         vec![0.0; g]
     } else {
         inputs.b_hh
     };
-    let mut h = inputs.h0;
-    let mut hp = vec![0.0; batch * g];
     let mut y = vec![0.0; d.y_len(Cell::Gru)];
-    let mut h_prev = Vec::with_capacity(if save { steps * bh } else { 0 });
-    let mut hn = vec![0.0; if save { steps * bh } else { bh }];
-    for t in 0..steps {
-        let rows = inputs.active[t];
-        if save {
-            h_prev.extend_from_slice(&h);
-        }
-        matmul(
-            &mut hp,
-            View::row_major(&h, rows, n),
-            View::row_major(&w_t, n, g),
-            false,
-        );
-        let at = if save { t * bh } else { 0 };
-        cell(
-            n,
-            &mut xp[t * batch * g..(t * batch + rows) * g],
-            &hp[..rows * g],
-            &b_hh,
-            &mut h[..rows * n],
-            &mut y[t * bh..t * bh + rows * n],
-            &mut hn[at..at + rows * n],
-        );
+    let mut h_prev = vec![0.0; if save { steps * bh } else { 0 }];
+    let mut hn = vec![0.0; if save { steps * bh } else { 0 }];
+    {
+        let mut xp = split_mut(act.as_mut(), batch, g, cuts);
+        let mut out = split_mut(&mut y, batch, n, cuts);
+        let mut h0 = split(&inputs.h0, batch, n, cuts);
+        let mut hp = split_mut(&mut h_prev, batch, n, cuts);
+        let mut hns = split_mut(&mut hn, batch, n, cuts);
+        let parts = active(&inputs.active, cuts)
+            .into_iter()
+            .enumerate()
+            .map(|(k, active)| Forward {
+                active,
+                xp: take(&mut xp, k),
+                out: take(&mut out, k),
+                h0: one(&mut take(&mut h0, k)),
+                h_prev: take(&mut hp, k),
+                hn: take(&mut hns, k),
+            })
+            .collect();
+        run(parts, |part| forward_part(n, &w_t, &b_hh, part));
     }
-    y[steps * bh..].copy_from_slice(&h);
     let saved = save.then_some(Saved {
         cell: Cell::Gru,
         dims: d,
@@ -151,34 +196,74 @@ pub(crate) fn forward<X: Buffer>(inputs: Inputs<X>, save: bool) -> (Vec<f32>, Op
     (y, saved)
 }
 
-pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32]) -> Grads<X> {
-    let d = saved.dims;
-    let (steps, batch, n) = (d.steps, d.batch, d.hidden);
-    let (bh, g) = (d.state_len(), 3 * n);
-    let mut dh = dy[steps * bh..].to_vec();
-    let mut dg_buf = saved.act;
-    let dg = dg_buf.as_mut();
-    let mut dhp = vec![0.0; steps * batch * g];
+/// One part's rows of the backward pass's buffers.
+struct Backward<'a> {
+    active: Vec<usize>,
+    /// The saved activations, turned into the gate gradients in place.
+    dg: Vec<&'a mut [f32]>,
+    /// `dL/d(W_hh h_{t-1} + b_hh)` per step.
+    dhp: Vec<&'a mut [f32]>,
+    /// `T + 1` blocks: `dL/d(outputs)`, then `dL/dh_n`.
+    dy: Vec<&'a [f32]>,
+    h_prev: Vec<&'a [f32]>,
+    hn: Vec<&'a [f32]>,
+    dh0: &'a mut [f32],
+}
+
+fn backward_part(n: usize, w_hh: &[f32], mut b: Backward) {
+    let g = 3 * n;
+    let steps = b.active.len();
+    let mut dh = b.dy[steps].to_vec();
     for t in (0..steps).rev() {
-        let rows = saved.active[t];
-        zero_inactive(dg, t, rows, batch, g);
-        let step = t * batch * g..(t * batch + rows) * g;
-        let s = t * bh..t * bh + rows * n;
+        let rows = b.active[t];
+        b.dg[t][rows * g..].fill(0.0);
         cell_backward(
             n,
-            &mut dg[step.clone()],
-            &mut dhp[step.clone()],
-            &dy[s.clone()],
+            &mut b.dg[t][..rows * g],
+            &mut b.dhp[t][..rows * g],
+            &b.dy[t][..rows * n],
             &mut dh[..rows * n],
-            &saved.h_prev[s.clone()],
-            &saved.extra[s],
+            &b.h_prev[t][..rows * n],
+            &b.hn[t][..rows * n],
         );
         matmul(
             &mut dh[..rows * n],
-            View::row_major(&dhp[step], rows, g),
-            View::row_major(&saved.w_hh, g, n),
+            View::row_major(&b.dhp[t][..rows * g], rows, g),
+            View::row_major(w_hh, g, n),
             true,
         );
+    }
+    b.dh0.copy_from_slice(&dh);
+}
+
+pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -> Grads<X> {
+    let d = saved.dims;
+    let (steps, batch, n) = (d.steps, d.batch, d.hidden);
+    let g = 3 * n;
+    let mut dg_buf = saved.act;
+    let mut dhp = vec![0.0; steps * batch * g];
+    let mut h0 = vec![0.0; batch * n];
+    {
+        let mut dg = split_mut(dg_buf.as_mut(), batch, g, cuts);
+        let mut dhps = split_mut(&mut dhp, batch, g, cuts);
+        let mut dyp = split(dy, batch, n, cuts);
+        let mut hp = split(&saved.h_prev, batch, n, cuts);
+        let mut hns = split(&saved.extra, batch, n, cuts);
+        let mut dh0 = split_mut(&mut h0, batch, n, cuts);
+        let parts = active(&saved.active, cuts)
+            .into_iter()
+            .enumerate()
+            .map(|(k, active)| Backward {
+                active,
+                dg: take(&mut dg, k),
+                dhp: take(&mut dhps, k),
+                dy: take(&mut dyp, k),
+                h_prev: take(&mut hp, k),
+                hn: take(&mut hns, k),
+                dh0: one_mut(&mut take(&mut dh0, k)),
+            })
+            .collect();
+        run(parts, |part| backward_part(n, &saved.w_hh, part));
     }
     let w_hh = weight_grad(&dhp, &saved.h_prev, g, n);
     let mut b_hh = vec![0.0; g];
@@ -192,7 +277,7 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32]) -> Grads<X> {
         w_hh,
         w_hr: Vec::new(),
         b_hh,
-        h0: dh,
+        h0,
         c0: Vec::new(),
     }
 }

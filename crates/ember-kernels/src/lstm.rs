@@ -14,8 +14,9 @@
 
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
+use crate::rows::{active, one, one_mut, run, split, split_mut, take};
 use crate::simd::{blocks, multiversion};
-use crate::{weight_grad, zero_inactive, Buffer, Cell, Grads, Inputs, Saved};
+use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
     /// One step's gates for `rows` rows: activates `gates [rows, 4H]` in place, updates `c`,
@@ -80,60 +81,134 @@ multiversion! {
     }
 }
 
-pub(crate) fn forward<X: Buffer>(inputs: Inputs<X>, save: bool) -> (Vec<f32>, Option<Saved<X>>) {
-    let d = inputs.dims;
-    let (steps, batch, n, p) = (d.steps, d.batch, d.hidden, d.output);
-    let (bh, bp, g) = (batch * n, batch * p, 4 * n);
-    let projected = !inputs.w_hr.is_empty();
-    let mut act = inputs.xp;
-    let xp = act.as_mut();
-    let w_t = transposed(&inputs.w_hh, g, p);
-    let w_hr_t = transposed(&inputs.w_hr, p, n);
-    let mut h = inputs.h0;
-    let mut c = inputs.c0;
-    let mut y = vec![0.0; d.y_len(Cell::Lstm)];
-    let mut h_prev = Vec::with_capacity(if save { steps * bp } else { 0 });
-    let mut c_prev = Vec::with_capacity(if save { steps * bh } else { 0 });
-    let per_step = |keep: bool| vec![0.0; if save && keep { steps * bh } else { bh }];
-    let (mut tanh_c, mut h_full) = (per_step(true), per_step(projected));
-    for t in 0..steps {
-        let rows = inputs.active[t];
+/// One part's rows of the forward pass's buffers (per step: `[rows, ·]` blocks).
+struct Forward<'a> {
+    active: Vec<usize>,
+    xp: Vec<&'a mut [f32]>,
+    /// `T + 1` blocks: the outputs, then `h_n`.
+    out: Vec<&'a mut [f32]>,
+    c_n: &'a mut [f32],
+    h0: &'a [f32],
+    c0: &'a [f32],
+    /// Saved per step (empty lists when not saving; `h_full` only when projected).
+    h_prev: Vec<&'a mut [f32]>,
+    c_prev: Vec<&'a mut [f32]>,
+    tanh_c: Vec<&'a mut [f32]>,
+    h_full: Vec<&'a mut [f32]>,
+}
+
+/// The weights every part reads.
+struct Weights<'a> {
+    hidden: usize,
+    output: usize,
+    /// `W_hhᵀ [H_out, 4H]`, `W_hrᵀ [H, H_out]` (empty unless projected).
+    w_t: &'a [f32],
+    w_hr_t: &'a [f32],
+}
+
+fn forward_part(w: &Weights, mut p: Forward) {
+    let (n, out_w, g) = (w.hidden, w.output, 4 * w.hidden);
+    let (save, projected) = (!p.tanh_c.is_empty(), !w.w_hr_t.is_empty());
+    let (mut h, mut c) = (p.h0.to_vec(), p.c0.to_vec());
+    let mut tanh_c = vec![0.0; if save { 0 } else { c.len() }];
+    let mut h_full = vec![0.0; if save && projected { 0 } else { c.len() }];
+    for (t, &rows) in p.active.iter().enumerate() {
         if save {
-            h_prev.extend_from_slice(&h);
-            c_prev.extend_from_slice(&c);
+            p.h_prev[t].copy_from_slice(&h);
+            p.c_prev[t].copy_from_slice(&c);
         }
-        let gates = &mut xp[t * batch * g..(t * batch + rows) * g];
+        let gates = &mut p.xp[t][..rows * g];
         matmul(
             gates,
-            View::row_major(&h, rows, p),
-            View::row_major(&w_t, p, g),
+            View::row_major(&h, rows, out_w),
+            View::row_major(w.w_t, out_w, g),
             true,
         );
-        let tc = if save { t * bh } else { 0 };
-        let hf = if save && projected { t * bh } else { 0 };
-        let hf = &mut h_full[hf..hf + rows * n];
-        cell(
-            n,
-            gates,
-            &mut c[..rows * n],
-            hf,
-            &mut tanh_c[tc..tc + rows * n],
-        );
-        let out = &mut y[t * bp..t * bp + rows * p];
+        let tc = if save {
+            &mut p.tanh_c[t][..rows * n]
+        } else {
+            &mut tanh_c[..rows * n]
+        };
+        let hf = if save && projected {
+            &mut p.h_full[t][..rows * n]
+        } else {
+            &mut h_full[..rows * n]
+        };
+        cell(n, gates, &mut c[..rows * n], hf, tc);
+        let out = &mut p.out[t][..rows * out_w];
         if projected {
             matmul(
                 out,
                 View::row_major(hf, rows, n),
-                View::row_major(&w_hr_t, n, p),
+                View::row_major(w.w_hr_t, n, out_w),
                 false,
             );
         } else {
             out.copy_from_slice(hf);
         }
-        h[..rows * p].copy_from_slice(out);
+        h[..rows * out_w].copy_from_slice(out);
     }
-    y[steps * bp..(steps + 1) * bp].copy_from_slice(&h);
-    y[(steps + 1) * bp..].copy_from_slice(&c);
+    one_mut(&mut p.out).copy_from_slice(&h);
+    p.c_n.copy_from_slice(&c);
+}
+
+pub(crate) fn forward<X: Buffer>(
+    inputs: Inputs<X>,
+    save: bool,
+    cuts: &[usize],
+) -> (Vec<f32>, Option<Saved<X>>) {
+    let d = inputs.dims;
+    let (steps, batch, n, p) = (d.steps, d.batch, d.hidden, d.output);
+    let (bh, bp, g) = (batch * n, batch * p, 4 * n);
+    let projected = !inputs.w_hr.is_empty();
+    let mut act = inputs.xp;
+    let w_t = transposed(&inputs.w_hh, g, p);
+    let w_hr_t = if projected {
+        transposed(&inputs.w_hr, p, n)
+    } else {
+        Vec::new()
+    };
+    let mut y = vec![0.0; d.y_len(Cell::Lstm)];
+    let saved = |keep: bool, width: usize| vec![0.0; if save && keep { steps * width } else { 0 }];
+    let mut h_prev = saved(true, bp);
+    let mut c_prev = saved(true, bh);
+    let mut tanh_c = saved(true, bh);
+    let mut h_full = saved(projected, bh);
+    {
+        let (hs, cs) = y.split_at_mut((steps + 1) * bp);
+        let mut xp = split_mut(act.as_mut(), batch, g, cuts);
+        let mut out = split_mut(hs, batch, p, cuts);
+        let mut c_n = split_mut(cs, batch, n, cuts);
+        let mut h0 = split(&inputs.h0, batch, p, cuts);
+        let mut c0 = split(&inputs.c0, batch, n, cuts);
+        let mut hp = split_mut(&mut h_prev, batch, p, cuts);
+        let mut cp = split_mut(&mut c_prev, batch, n, cuts);
+        let mut tc = split_mut(&mut tanh_c, batch, n, cuts);
+        let mut hf = split_mut(&mut h_full, batch, n, cuts);
+        let parts = active(&inputs.active, cuts)
+            .into_iter()
+            .enumerate()
+            .map(|(k, active)| Forward {
+                active,
+                xp: take(&mut xp, k),
+                out: take(&mut out, k),
+                c_n: one_mut(&mut take(&mut c_n, k)),
+                h0: one(&mut take(&mut h0, k)),
+                c0: one(&mut take(&mut c0, k)),
+                h_prev: take(&mut hp, k),
+                c_prev: take(&mut cp, k),
+                tanh_c: take(&mut tc, k),
+                h_full: take(&mut hf, k),
+            })
+            .collect();
+        let w = Weights {
+            hidden: n,
+            output: p,
+            w_t: &w_t,
+            w_hr_t: &w_hr_t,
+        };
+        run(parts, |part| forward_part(&w, part));
+    }
     let saved = save.then_some(Saved {
         cell: Cell::Lstm,
         dims: d,
@@ -144,49 +219,100 @@ pub(crate) fn forward<X: Buffer>(inputs: Inputs<X>, save: bool) -> (Vec<f32>, Op
         act,
         extra: c_prev,
         tanh_c,
-        h_full: if projected { h_full } else { Vec::new() },
+        h_full,
     });
     (y, saved)
 }
 
-pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32]) -> Grads<X> {
-    let d = saved.dims;
-    let (steps, batch, n, p) = (d.steps, d.batch, d.hidden, d.output);
-    let (bh, bp, g) = (batch * n, batch * p, 4 * n);
-    let projected = !saved.w_hr.is_empty();
-    let mut dh = dy[steps * bp..(steps + 1) * bp].to_vec();
-    let mut dc = dy[(steps + 1) * bp..].to_vec();
-    let mut dg_buf = saved.act;
-    let dg = dg_buf.as_mut();
-    // dL/dh_t of every step (the projection's output), for dW_hr; and dL/d(o ⊙ tanh c).
-    let mut dh_out = vec![0.0; if projected { steps * bp } else { 0 }];
-    let mut dh_full = vec![0.0; bh];
+/// One part's rows of the backward pass's buffers.
+struct Backward<'a> {
+    active: Vec<usize>,
+    /// The saved activations, turned into the gate gradients in place.
+    dg: Vec<&'a mut [f32]>,
+    /// `T + 1` blocks: `dL/d(outputs)`, then `dL/dh_n`.
+    dy: Vec<&'a [f32]>,
+    dc_n: &'a [f32],
+    c_prev: Vec<&'a [f32]>,
+    tanh_c: Vec<&'a [f32]>,
+    /// Projected: `dL/dh_t` per step, for `dW_hr`.
+    dh_out: Vec<&'a mut [f32]>,
+    dh0: &'a mut [f32],
+    dc0: &'a mut [f32],
+}
+
+fn backward_part(hidden: usize, output: usize, w_hh: &[f32], w_hr: &[f32], mut b: Backward) {
+    let (n, p, g) = (hidden, output, 4 * hidden);
+    let projected = !w_hr.is_empty();
+    let steps = b.active.len();
+    let mut dh = b.dy[steps].to_vec();
+    let mut dc = b.dc_n.to_vec();
+    let mut dh_full = vec![0.0; dc.len()];
     for t in (0..steps).rev() {
-        let rows = saved.active[t];
-        zero_inactive(dg, t, rows, batch, g);
-        for (total, dy) in dh[..rows * p].iter_mut().zip(&dy[t * bp..]) {
+        let rows = b.active[t];
+        b.dg[t][rows * g..].fill(0.0);
+        for (total, dy) in dh[..rows * p].iter_mut().zip(b.dy[t]) {
             *total += dy;
         }
         let dhf = &mut dh_full[..rows * n];
         if projected {
-            dh_out[t * bp..t * bp + rows * p].copy_from_slice(&dh[..rows * p]);
-            let w_hr = View::row_major(&saved.w_hr, p, n);
+            b.dh_out[t][..rows * p].copy_from_slice(&dh[..rows * p]);
+            let w_hr = View::row_major(w_hr, p, n);
             matmul(dhf, View::row_major(&dh, rows, p), w_hr, false);
         } else {
             dhf.copy_from_slice(&dh[..rows * n]);
         }
-        let step = &mut dg[t * batch * g..(t * batch + rows) * g];
-        let s = t * bh..t * bh + rows * n;
-        let (c_prev, tanh_c) = (&saved.extra[s.clone()], &saved.tanh_c[s]);
+        let step = &mut b.dg[t][..rows * g];
+        let (c_prev, tanh_c) = (&b.c_prev[t][..rows * n], &b.tanh_c[t][..rows * n]);
         cell_backward(n, step, dhf, &mut dc[..rows * n], c_prev, tanh_c);
         matmul(
             &mut dh[..rows * p],
             View::row_major(step, rows, g),
-            View::row_major(&saved.w_hh, g, p),
+            View::row_major(w_hh, g, p),
             false,
         );
     }
-    let w_hh = weight_grad(dg, &saved.h_prev, g, p);
+    b.dh0.copy_from_slice(&dh);
+    b.dc0.copy_from_slice(&dc);
+}
+
+pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -> Grads<X> {
+    let d = saved.dims;
+    let (steps, batch, n, p) = (d.steps, d.batch, d.hidden, d.output);
+    let (bh, bp, g) = (batch * n, batch * p, 4 * n);
+    let projected = !saved.w_hr.is_empty();
+    let mut dg_buf = saved.act;
+    let mut dh_out = vec![0.0; if projected { steps * bp } else { 0 }];
+    let (mut h0, mut c0) = (vec![0.0; bp], vec![0.0; bh]);
+    {
+        let (dys, dcs) = dy.split_at((steps + 1) * bp);
+        let mut dg = split_mut(dg_buf.as_mut(), batch, g, cuts);
+        let mut dyp = split(dys, batch, p, cuts);
+        let mut dc_n = split(dcs, batch, n, cuts);
+        let mut cp = split(&saved.extra, batch, n, cuts);
+        let mut tc = split(&saved.tanh_c, batch, n, cuts);
+        let mut dho = split_mut(&mut dh_out, batch, p, cuts);
+        let mut dh0 = split_mut(&mut h0, batch, p, cuts);
+        let mut dc0 = split_mut(&mut c0, batch, n, cuts);
+        let parts = active(&saved.active, cuts)
+            .into_iter()
+            .enumerate()
+            .map(|(k, active)| Backward {
+                active,
+                dg: take(&mut dg, k),
+                dy: take(&mut dyp, k),
+                dc_n: one(&mut take(&mut dc_n, k)),
+                c_prev: take(&mut cp, k),
+                tanh_c: take(&mut tc, k),
+                dh_out: take(&mut dho, k),
+                dh0: one_mut(&mut take(&mut dh0, k)),
+                dc0: one_mut(&mut take(&mut dc0, k)),
+            })
+            .collect();
+        run(parts, |part| {
+            backward_part(n, p, &saved.w_hh, &saved.w_hr, part)
+        });
+    }
+    let w_hh = weight_grad(dg_buf.as_ref(), &saved.h_prev, g, p);
     let w_hr = if projected {
         weight_grad(&dh_out, &saved.h_full, p, n)
     } else {
@@ -197,7 +323,7 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32]) -> Grads<X> {
         w_hh,
         w_hr,
         b_hh: Vec::new(),
-        h0: dh,
-        c0: dc,
+        h0,
+        c0,
     }
 }

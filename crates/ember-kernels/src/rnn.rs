@@ -4,8 +4,9 @@
 
 use crate::math::tanh;
 use crate::matmul::{matmul, transposed, View};
+use crate::rows::{active, one, one_mut, run, split, split_mut, take};
 use crate::simd::multiversion;
-use crate::{weight_grad, zero_inactive, Buffer, Cell, Grads, Inputs, Saved};
+use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
     /// One step for `rows` rows: `pre [rows, H]` becomes `h_t` in place, copied to `h` and `out`.
@@ -39,40 +40,67 @@ multiversion! {
     }
 }
 
+/// One part's rows of the forward pass's buffers (per step: `[rows, H]` blocks).
+struct Forward<'a> {
+    active: Vec<usize>,
+    xp: Vec<&'a mut [f32]>,
+    /// `T + 1` blocks: the outputs, then `h_n`.
+    out: Vec<&'a mut [f32]>,
+    h0: &'a [f32],
+    /// `h_{t-1}` per step (an empty list when not saving).
+    h_prev: Vec<&'a mut [f32]>,
+}
+
+fn forward_part(n: usize, relu: bool, w_t: &[f32], mut p: Forward) {
+    let save = !p.h_prev.is_empty();
+    let mut h = p.h0.to_vec();
+    for (t, &rows) in p.active.iter().enumerate() {
+        if save {
+            p.h_prev[t].copy_from_slice(&h);
+        }
+        let pre = &mut p.xp[t][..rows * n];
+        matmul(
+            pre,
+            View::row_major(&h, rows, n),
+            View::row_major(w_t, n, n),
+            true,
+        );
+        cell(relu, pre, &mut h[..rows * n], &mut p.out[t][..rows * n]);
+    }
+    one_mut(&mut p.out).copy_from_slice(&h);
+}
+
 pub(crate) fn forward<X: Buffer>(
     inputs: Inputs<X>,
     relu: bool,
     save: bool,
+    cuts: &[usize],
 ) -> (Vec<f32>, Option<Saved<X>>) {
     let d = inputs.dims;
-    let (steps, n) = (d.steps, d.hidden);
+    let (steps, batch, n) = (d.steps, d.batch, d.hidden);
     let bh = d.state_len();
     let mut act = inputs.xp;
-    let xp = act.as_mut();
     let w_t = transposed(&inputs.w_hh, n, n);
-    let mut h = inputs.h0;
     let mut y = vec![0.0; d.y_len(Cell::Rnn { relu })];
-    let mut h_prev = Vec::with_capacity(if save { steps * bh } else { 0 });
-    for t in 0..steps {
-        let rows = inputs.active[t];
-        if save {
-            h_prev.extend_from_slice(&h);
-        }
-        let pre = &mut xp[t * bh..t * bh + rows * n];
-        matmul(
-            pre,
-            View::row_major(&h, rows, n),
-            View::row_major(&w_t, n, n),
-            true,
-        );
-        cell(
-            relu,
-            pre,
-            &mut h[..rows * n],
-            &mut y[t * bh..t * bh + rows * n],
-        );
+    let mut h_prev = vec![0.0; if save { steps * bh } else { 0 }];
+    {
+        let mut xp = split_mut(act.as_mut(), batch, n, cuts);
+        let mut out = split_mut(&mut y, batch, n, cuts);
+        let mut h0 = split(&inputs.h0, batch, n, cuts);
+        let mut hp = split_mut(&mut h_prev, batch, n, cuts);
+        let parts = active(&inputs.active, cuts)
+            .into_iter()
+            .enumerate()
+            .map(|(k, active)| Forward {
+                active,
+                xp: take(&mut xp, k),
+                out: take(&mut out, k),
+                h0: one(&mut take(&mut h0, k)),
+                h_prev: take(&mut hp, k),
+            })
+            .collect();
+        run(parts, |part| forward_part(n, relu, &w_t, part));
     }
-    y[steps * bh..].copy_from_slice(&h);
     let saved = save.then_some(Saved {
         cell: Cell::Rnn { relu },
         dims: d,
@@ -88,33 +116,67 @@ pub(crate) fn forward<X: Buffer>(
     (y, saved)
 }
 
-pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], relu: bool) -> Grads<X> {
-    let d = saved.dims;
-    let (steps, batch, n) = (d.steps, d.batch, d.hidden);
-    let bh = d.state_len();
-    let mut dh = dy[steps * bh..].to_vec();
-    let mut dg_buf = saved.act;
-    let dg = dg_buf.as_mut();
+/// One part's rows of the backward pass's buffers.
+struct Backward<'a> {
+    active: Vec<usize>,
+    /// The saved outputs, turned into the pre-activation gradients in place.
+    dg: Vec<&'a mut [f32]>,
+    /// `T + 1` blocks: `dL/d(outputs)`, then `dL/dh_n`.
+    dy: Vec<&'a [f32]>,
+    dh0: &'a mut [f32],
+}
+
+fn backward_part(n: usize, relu: bool, w_hh: &[f32], mut b: Backward) {
+    let steps = b.active.len();
+    let mut dh = b.dy[steps].to_vec();
     for t in (0..steps).rev() {
-        let rows = saved.active[t];
-        zero_inactive(dg, t, rows, batch, n);
-        let s = t * bh..t * bh + rows * n;
-        let step = &mut dg[s.clone()];
-        cell_backward(relu, step, &dy[s], &dh[..rows * n]);
+        let rows = b.active[t];
+        b.dg[t][rows * n..].fill(0.0);
+        let step = &mut b.dg[t][..rows * n];
+        cell_backward(relu, step, &b.dy[t][..rows * n], &dh[..rows * n]);
         matmul(
             &mut dh[..rows * n],
             View::row_major(step, rows, n),
-            View::row_major(&saved.w_hh, n, n),
+            View::row_major(w_hh, n, n),
             false,
         );
     }
-    let w_hh = weight_grad(dg, &saved.h_prev, n, n);
+    b.dh0.copy_from_slice(&dh);
+}
+
+pub(crate) fn backward<X: Buffer>(
+    saved: Saved<X>,
+    dy: &[f32],
+    relu: bool,
+    cuts: &[usize],
+) -> Grads<X> {
+    let d = saved.dims;
+    let (batch, n) = (d.batch, d.hidden);
+    let mut dg_buf = saved.act;
+    let mut h0 = vec![0.0; batch * n];
+    {
+        let mut dg = split_mut(dg_buf.as_mut(), batch, n, cuts);
+        let mut dyp = split(dy, batch, n, cuts);
+        let mut dh0 = split_mut(&mut h0, batch, n, cuts);
+        let parts = active(&saved.active, cuts)
+            .into_iter()
+            .enumerate()
+            .map(|(k, active)| Backward {
+                active,
+                dg: take(&mut dg, k),
+                dy: take(&mut dyp, k),
+                dh0: one_mut(&mut take(&mut dh0, k)),
+            })
+            .collect();
+        run(parts, |part| backward_part(n, relu, &saved.w_hh, part));
+    }
+    let w_hh = weight_grad(dg_buf.as_ref(), &saved.h_prev, n, n);
     Grads {
         xp: dg_buf,
         w_hh,
         b_hh: Vec::new(),
         w_hr: Vec::new(),
-        h0: dh,
+        h0,
         c0: Vec::new(),
     }
 }

@@ -287,3 +287,75 @@ fn wrong_sizes_are_refused() {
         .0
         .contains("3 active rows"));
 }
+
+/// A batch cut into parts (each on its own thread) gives what one part gives: outputs and
+/// every gradient, full, packed (later parts idle for the last steps) and time-flipped
+/// packing, for two and three parts.
+#[test]
+fn a_batch_in_parts_matches_one_part() {
+    let lengths: [Vec<usize>; 3] = [
+        vec![20; 6],
+        vec![20, 17, 11, 9, 3, 1],
+        vec![1, 3, 9, 11, 17, 20],
+    ];
+    let cells = [
+        (Cell::Lstm, 4),
+        (Cell::Lstm, 2),
+        (Cell::Gru, 4),
+        (Cell::Rnn { relu: false }, 4),
+        (Cell::Rnn { relu: true }, 4),
+    ];
+    for (seed, (cell, output)) in cells.into_iter().enumerate() {
+        for active in &lengths {
+            let dims = Dims {
+                steps: 6,
+                batch: 20,
+                hidden: 4,
+                output,
+            };
+            let p = Problem::new(cell, dims, active.clone(), seed as u64 + 7);
+            let inputs = || {
+                let f = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+                Inputs {
+                    cell,
+                    dims,
+                    xp: f(&p.args[0]),
+                    w_hh: f(&p.args[1]),
+                    b_hh: f(&p.args[2]),
+                    h0: f(&p.args[3]),
+                    c0: f(&p.args[4]),
+                    w_hr: f(&p.args[5]),
+                    active: active.clone(),
+                }
+            };
+            let one = [0, 20];
+            let (y1, saved1) = forward_in_parts(inputs(), true, &one).expect("valid");
+            let dy: Vec<f32> = Lcg(seed as u64)
+                .values(y1.len(), 1.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let g1 = backward_in_parts(saved1.expect("saved"), &dy, &one).expect("valid");
+            for cuts in [vec![0, 10, 20], vec![0, 7, 13, 20]] {
+                let (y2, saved2) = forward_in_parts(inputs(), true, &cuts).expect("valid");
+                let g2 = backward_in_parts(saved2.expect("saved"), &dy, &cuts).expect("valid");
+                let close = |what: &str, a: &[f32], b: &[f32]| {
+                    assert_eq!(a.len(), b.len(), "{cell:?} {what}");
+                    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                        assert!(
+                            (x - y).abs() < 1e-5,
+                            "{cell:?} {active:?} {cuts:?} {what}[{k}]: {x} vs {y}"
+                        );
+                    }
+                };
+                close("y", &y1, &y2);
+                close("dxp", &g1.xp, &g2.xp);
+                close("dw_hh", &g1.w_hh, &g2.w_hh);
+                close("dw_hr", &g1.w_hr, &g2.w_hr);
+                close("db_hh", &g1.b_hh, &g2.b_hh);
+                close("dh0", &g1.h0, &g2.h0);
+                close("dc0", &g1.c0, &g2.c0);
+            }
+        }
+    }
+}
