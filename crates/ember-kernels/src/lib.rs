@@ -8,7 +8,7 @@
 //! forward's buffers in place and ends with one large product for `dW_hh`.
 //!
 //! Threads: a batch of 16 rows or more runs in two parts, each on its own thread of rayon's
-//! pool, over its own rows of the shared buffers ([`rows`]: rows never meet, so the parts need
+//! pool, over its own rows of the shared buffers (module `rows`: rows never meet, so the parts need
 //! no synchronisation between steps); `dW_hh` is one product on the pool's threads after them.
 //! `RAYON_NUM_THREADS=1` keeps everything on one thread (LSTM T100 B32 H256, kernel alone:
 //! forward 48–53 → 22–24 ms, backward 37–38 → 25–26 ms with two threads).
