@@ -20,6 +20,8 @@ pub(crate) use sequence::lstm_sequence;
 #[cfg(test)]
 pub(crate) use sequence::with_persistent;
 
+use std::any::TypeId;
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
@@ -27,7 +29,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Wgpu};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Shape, TensorMetadata, TensorPrimitive};
+use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device;
 use burn_cubecl::tensor::CubeTensor;
@@ -37,7 +39,7 @@ use burn_fusion::{get_client, Fusion, NoOp};
 use burn_ir::{InitOperationIr, OperationIr, OperationOutput};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::fused::{cast, enabled};
+use crate::fused::{cast, enabled, primitive, tensor};
 
 /// The CubeCL backend with Burn's default element types.
 type Cube<R> = CubeBackend<R, f32, i32, u32>;
@@ -321,19 +323,14 @@ mod wgpu {
     }
 }
 
-fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(p))
-}
-
-fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
-}
-
 /// `f` on backend `I`'s tensors, when `B` is `I`.
 fn on<B: Backend, I: Backend, const N: usize, const D: usize>(
     inputs: &[Tensor<B, 2>; N],
     f: impl FnOnce([FloatTensor<I>; N]) -> FloatTensor<I>,
 ) -> Option<Tensor<B, D>> {
+    if TypeId::of::<B>() != TypeId::of::<I>() {
+        return None;
+    }
     let inputs: Vec<FloatTensor<I>> = inputs
         .iter()
         .map(|t| cast::<Tensor<B, 2>, Tensor<I, 2>>(t.clone()).map(primitive))
