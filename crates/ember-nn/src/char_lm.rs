@@ -88,10 +88,22 @@ impl<B: Backend> CharLm<B> {
         tokens: Tensor<B, 2, Int>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        self.forward_packed(tokens, None, state)
+    }
+
+    /// [`Self::forward`] where `lengths`, when given, holds each sequence's valid steps: the
+    /// recurrent body then runs packed (padded steps cost nothing and the final state is each
+    /// sequence's last valid step; see [`crate::Recurrent::forward`]).
+    pub fn forward_packed(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
         // Time-major inside: transposing the token ids and the logits is cheaper than
         // transposing the embeddings and hidden states (and their gradients).
         let x = self.embedding.forward(tokens.swap_dims(0, 1));
-        let (h, state) = self.body.forward_time_major(x, None, state);
+        let (h, state) = self.body.forward_time_major(x, lengths, state);
         let logits = self.head.forward(self.dropout.forward(h));
         (logits.swap_dims(0, 1), state)
     }

@@ -191,10 +191,11 @@ fn train_char_lm<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Mea
         let batch = batches[i % batches.len()].clone();
         let real = batch.num_tokens();
         let padded = batch.lengths.len() * batch.inputs.dims()[1];
-        let x = model.embedding.forward(batch.inputs);
+        // `CharLm::forward`, the path `cargo xtask train` runs (time-major inside), with lengths
+        // when packed.
         let lengths = packed.then_some(batch.lengths.as_slice());
-        let (h, _) = model.body.forward(x, lengths, None);
-        let loss = masked_cross_entropy(model.head.forward(h), batch.targets, batch.mask);
+        let (logits, _) = model.forward_packed(batch.inputs, lengths, None);
+        let loss = masked_cross_entropy(logits, batch.targets, batch.mask);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model.clone(), grads);
         loss.into_scalar();
