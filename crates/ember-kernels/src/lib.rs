@@ -22,6 +22,7 @@
 //! `h_n [batch, H_out]` and, for an LSTM, `c_n [batch, H]` ([`Dims::y_len`] values); the
 //! backward pass takes `dL/dy` of that layout. `H_out` is `H`, or an LSTM's `proj_size`.
 
+pub mod affine;
 mod gru;
 mod lstm;
 pub mod math;
@@ -283,6 +284,7 @@ fn weight_grad(dg: &[f32], h_prev: &[f32], gates: usize, hidden: usize) -> Vec<f
         &mut dw,
         matmul::View::row_major(dg, rows, gates).t(),
         matmul::View::row_major(h_prev, rows, hidden),
+        false,
     );
     dw
 }

@@ -49,12 +49,22 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
     product(dst, lhs, rhs, accumulate, Parallelism::None);
 }
 
-/// `dst = lhs · rhs` on every thread of rayon's global pool (the one Burn's CPU backends use):
-/// for the one large product of a pass, the weight gradient, where two threads halve its time
-/// (LSTM T100 B32 H256: backward 34–38 → 29–32 ms).
-pub(crate) fn matmul_parallel(dst: &mut [f32], lhs: View, rhs: View) {
-    product(dst, lhs, rhs, false, Parallelism::Rayon(0));
+/// [`matmul`] on every thread of rayon's global pool (the one Burn's CPU backends use): for the
+/// large products of a pass (weight gradients, input projections), where two threads halve the
+/// time (LSTM T100 B32 H256: backward 34–38 → 29–32 ms). Products under [`PARALLEL_WORK`]
+/// multiply-adds stay on the calling thread.
+pub(crate) fn matmul_parallel(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool) {
+    let work = lhs.rows * lhs.cols * rhs.cols;
+    let parallelism = if work < PARALLEL_WORK {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(0)
+    };
+    product(dst, lhs, rhs, accumulate, parallelism);
 }
+
+/// Multiply-adds below which a product is not worth handing to other threads.
+const PARALLEL_WORK: usize = 1 << 18;
 
 fn product(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallelism: Parallelism) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);

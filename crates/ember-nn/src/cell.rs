@@ -85,15 +85,17 @@ pub trait RecurrentCell<B: Backend>: Module<B> {
     /// Every step at once, from the projected input `[T, batch, gates·H]`, as one operation
     /// with its own backward pass, when this cell and backend have one: the outputs
     /// `[T, batch, H_out]` and the final state. `active` gives the rows running at each step
-    /// of a packed batch (empty: all rows, every step). `None` (the default) runs
-    /// [`Self::step`] per step.
+    /// of a packed batch (empty: all rows, every step). Without one (the default) the
+    /// projected input comes back as the error, untouched, and [`Self::step`] runs per step.
+    /// (Taken by value so that the operation may own it: a Flex buffer nothing else holds is
+    /// overwritten in place instead of copied.)
     fn fused_recurrence(
         &self,
-        _projected: Tensor<B, 3>,
+        projected: Tensor<B, 3>,
         _state: &CellState<B>,
         _active: &[usize],
-    ) -> Option<(Tensor<B, 3>, CellState<B>)> {
-        None
+    ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
+        Err(projected)
     }
 
     /// Takes this cell's parameters from PyTorch tensors named `{prefix}weight_ih{suffix}`, ...
@@ -167,17 +169,28 @@ pub fn times_transposed<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Te
     }
 }
 
-/// `x W_ihᵀ + Σ biases` for a time-major `x [T, batch, in]`, as one matmul.
+/// `x W_ihᵀ + Σ biases` for a time-major `x [T, batch, in]`, as one affine map over all steps
+/// (on Burn's CPU backends one autodiff node; see `crate::affine`).
 pub(crate) fn project<B: Backend>(
     x: Tensor<B, 3>,
     weight_ih: &Param<Tensor<B, 2>>,
     biases: &[&Option<Param<Tensor<B, 1>>>],
 ) -> Tensor<B, 3> {
     let [steps, batch, input] = x.dims();
-    let mut p = times_transposed(x.reshape([steps * batch, input]), weight_ih.val());
-    for b in biases.iter().copied().flatten() {
-        p = p + b.val().unsqueeze_dim(0);
-    }
+    // The biases are summed first (`[G·H]`), so the projection gets one add and its backward
+    // one sum over the rows.
+    let bias = biases
+        .iter()
+        .copied()
+        .flatten()
+        .map(|b| b.val())
+        .reduce(|sum, b| sum + b);
+    let p = crate::affine::affine(
+        x.reshape([steps * batch, input]),
+        weight_ih.val(),
+        bias,
+        crate::affine::Layout::OutIn,
+    );
     let width = p.dims()[1];
     p.reshape([steps, batch, width])
 }

@@ -4,6 +4,7 @@
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
+use crate::affine::{affine, Layout};
 use crate::layer::{AnyRecurrent, CellKind};
 use crate::recurrent::{RecurrentConfig, RecurrentState};
 use crate::rnn::Nonlinearity;
@@ -104,7 +105,15 @@ impl<B: Backend> CharLm<B> {
         // transposing the embeddings and hidden states (and their gradients).
         let x = self.embedding.forward(tokens.swap_dims(0, 1));
         let (h, state) = self.body.forward_time_major(x, lengths, state);
-        let logits = self.head.forward(self.dropout.forward(h));
-        (logits.swap_dims(0, 1), state)
+        let [steps, batch, width] = h.dims();
+        // The head as one affine map over every step (one autodiff node on the CPU backends).
+        let logits = affine(
+            self.dropout.forward(h).reshape([steps * batch, width]),
+            self.head.weight.val(),
+            self.head.bias.as_ref().map(|b| b.val()),
+            Layout::InOut,
+        );
+        let vocab = logits.dims()[1];
+        (logits.reshape([steps, batch, vocab]).swap_dims(0, 1), state)
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Burn's autodiff records every tensor op of every time step: about twenty graph nodes per
 //! LSTM step, each with its own allocations and backward closure. Here the whole recurrence,
-//! from the projected input `xp = x W_ihᵀ + b` (one ordinary autodiff matmul, outside) to the
+//! from the projected input `xp = x W_ihᵀ + b` (one `crate::affine` node, outside) to the
 //! outputs and final state, is one node whose forward and backward run in
 //! [`ember_kernels`] on plain `f32` buffers (gemm and vectorised gate loops). Its parents are
 //! `xp`, `W_hh`, `h_0`, then `c_0` for an LSTM or `b_hh` for a GRU (inside `r ⊙ (…)`, so not
@@ -56,7 +56,7 @@ pub(crate) fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTen
 
 /// The values of `t` in row-major order, as `f32`: on Flex one copy out of the tensor's storage
 /// (its `into_data` copies a shared tensor twice).
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub(crate) fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     let data = match cast_or::<_, FlexTensor>(primitive(t)) {
         Ok(flex) => match flex.as_slice::<f32>() {
             Some(values) => return values.to_vec(),
@@ -131,7 +131,7 @@ impl AsMut<[f32]> for Host {
 }
 
 /// `values` as a tensor of `shape` on `device`, as a graph gradient.
-fn grad<B: Backend, const D: usize>(
+pub(crate) fn grad<B: Backend, const D: usize>(
     values: Vec<f32>,
     shape: [usize; D],
     device: &B::Device,
@@ -311,7 +311,7 @@ pub(crate) fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
 }
 
 /// `a` as a `T` when it is one, else `a` back.
-fn cast_or<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+pub(crate) fn cast_or<A: 'static, T: 'static>(a: A) -> Result<T, A> {
     if TypeId::of::<A>() != TypeId::of::<T>() {
         return Err(a);
     }
@@ -355,7 +355,8 @@ fn gpu<B: Backend>(_: &Recurrence<B>) -> Option<Tensor<B, 1>> {
 /// The outputs `[T, batch, H_out]` and final state of `cell`'s recurrence over the projected
 /// input `xp [T, batch, G·H]` from `state`, with `W_hh [G·H, H_out]`, (GRU) `b_hh` and (LSTM
 /// with `proj_size`) `W_hr`; `active` gives the rows running at each step of a packed batch
-/// (empty: all). `None` when the backend has no fused path (or it is turned off, or `T` is 0).
+/// (empty: all). When the backend has no fused path (or it is turned off, or `T` is 0), `xp`
+/// comes back as the error.
 pub(crate) fn recurrence<B: Backend>(
     cell: Cell,
     xp: Tensor<B, 3>,
@@ -364,14 +365,15 @@ pub(crate) fn recurrence<B: Backend>(
     b_hh: Option<Tensor<B, 1>>,
     state: &CellState<B>,
     active: &[usize],
-) -> Option<(Tensor<B, 3>, CellState<B>)> {
+) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
     if !enabled() || xp.dims()[0] == 0 {
-        return None;
+        return Err(xp);
     }
-    let aux = match cell {
-        Cell::Lstm => Some(state.c.clone()?),
-        Cell::Gru => b_hh.map(|b| b.unsqueeze_dim(0)),
-        Cell::Rnn { .. } => None,
+    let aux = match (cell, &state.c) {
+        (Cell::Lstm, Some(c)) => Some(c.clone()),
+        (Cell::Lstm, None) => return Err(xp),
+        (Cell::Gru, _) => b_hh.map(|b| b.unsqueeze_dim(0)),
+        (Cell::Rnn { .. }, _) => None,
     };
     let r = Recurrence {
         cell,
@@ -389,7 +391,7 @@ pub(crate) fn recurrence<B: Backend>(
             .or_else(autodiff_as::<B, Flex>)
             .or_else(plain_as::<B, NdArray>)
             .or_else(plain_as::<B, Flex>)
-            .ok()?,
+            .map_err(|r| r.xp)?,
     };
     let block = d.state_len();
     let part = |start: usize, len: usize| y.clone().slice(s![start..start + len]);
@@ -399,7 +401,7 @@ pub(crate) fn recurrence<B: Backend>(
         c: (cell == Cell::Lstm)
             .then(|| part((d.steps + 1) * block, d.batch * d.hidden).reshape([d.batch, d.hidden])),
     };
-    Some((out, last))
+    Ok((out, last))
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
         projected: Tensor<B, 3>,
         state: &CellState<B>,
         active: &[usize],
-    ) -> Option<(Tensor<B, 3>, CellState<B>)> {
+    ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
         let (w_hh, b_hh) = (self.weight_hh.val(), self.bias_hh.as_ref().map(|b| b.val()));
         crate::fused::recurrence(Cell::Gru, projected, w_hh, None, b_hh, state, active)
     }

@@ -6,6 +6,8 @@
 //! - [`recurrent`]: stacking, directions, dropout and lengths for any cell ([`Lstm`], [`Gru`],
 //!   [`Rnn`]), around [`recurrent::run_direction`], the one loop over time.
 //! - [`layer`]: [`AnyRecurrent`], a layer whose cell is chosen at run time ([`CellKind`]).
+//! - `affine`: `x Wᵀ + b` over all steps as one autodiff op (CPU, on `ember-kernels`): the
+//!   input projections and the language model's head.
 //! - [`fused`]: the LSTM, GRU and RNN recurrences as one autodiff op each, with a hand-written
 //!   backward pass (CPU, on `ember-kernels`).
 //! - `cube` (feature `cube`, on by default): the pointwise part of an LSTM or GRU step as one
@@ -17,6 +19,7 @@
 //! - [`regressor`]: the per-step series regressor (stacked layers or the scratch RNN).
 //! - [`classifier`]: the sequence classifier (last valid step or masked mean).
 
+mod affine;
 pub mod cell;
 pub mod char_lm;
 pub mod classifier;

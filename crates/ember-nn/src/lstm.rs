@@ -86,7 +86,7 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         projected: Tensor<B, 3>,
         state: &CellState<B>,
         active: &[usize],
-    ) -> Option<(Tensor<B, 3>, CellState<B>)> {
+    ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
         let (w_hh, w_hr) = (
             self.weight_hh.val(),
             self.weight_hr.as_ref().map(|w| w.val()),

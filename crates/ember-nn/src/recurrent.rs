@@ -339,10 +339,10 @@ pub fn run_direction<B: Backend, C: RecurrentCell<B>>(
     if reverse {
         active.reverse();
     }
-    if let Some((out, last)) = cell.fused_recurrence(time(projected.clone()), &state, &active) {
-        return (time(out), last);
+    match cell.fused_recurrence(time(projected), &state, &active) {
+        Ok((out, last)) => (time(out), last),
+        Err(projected) => run_steps(cell, time(projected), state, packing, reverse),
     }
-    run_steps(cell, projected, state, packing, reverse)
 }
 
 /// The loop over time of [`run_direction`], one [`RecurrentCell::step`] per step, from the

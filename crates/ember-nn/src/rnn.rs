@@ -76,7 +76,7 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
         projected: Tensor<B, 3>,
         state: &CellState<B>,
         active: &[usize],
-    ) -> Option<(Tensor<B, 3>, CellState<B>)> {
+    ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
         let cell = Cell::Rnn {
             relu: self.nonlinearity == Nonlinearity::Relu,
         };
