@@ -299,6 +299,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
+    ember_train::memory::keep_freed_pages();
     let result = Args::parse().and_then(|a| {
         let m = match a.backend.as_str() {
             "ndarray" => run::<Autodiff<NdArray>>(&a, &NdArrayDevice::Cpu)?,

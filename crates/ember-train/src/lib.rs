@@ -17,6 +17,7 @@
 //!   same for series and classification runs; [`predict`]: autoregressive series forecasts;
 //!   [`inspect`]: parameters per layer and the char-rnn rule of thumb.
 //! - [`import`]: a PyTorch character model into a run directory; [`export`]: back to PyTorch.
+//! - [`memory`]: the allocator setting of the programs that train.
 
 pub mod checkpoint;
 pub mod classification;
@@ -28,6 +29,7 @@ pub mod import;
 pub mod inspect;
 pub mod loss;
 pub mod lr_find;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod output;

@@ -13,6 +13,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    ember_train::memory::keep_freed_pages();
     std::panic::set_hook(Box::new(|info| {
         let msg = info
             .payload()
