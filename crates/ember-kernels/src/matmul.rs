@@ -110,25 +110,25 @@ fn product(dst: &mut [f32], lhs: View, rhs: View, accumulate: bool, parallelism:
     }
 }
 
-/// A row-major copy of the transpose of the row-major `[rows, cols]` matrix `a`, in tiles of
-/// [`TILE`]² values, so reads and writes both stay within a few cache lines (a row at a time,
-/// every write lands a whole row of `t` apart: for `W_hh` of H256, 4 KiB).
+/// A row-major copy of the transpose of the row-major `[rows, cols]` matrix `a`, [`BAND`]
+/// columns of `a` at a time: each row of the band goes to `BAND` rows of `t`, and `BAND`
+/// output rows (a power-of-two stride apart for `W_hh`) still fit one L1 cache set. 16 did not:
+/// `W_hh` of H256 took 1.2 ms, as long as one value at a time; with 8, 0.35 ms.
 pub(crate) fn transposed(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0; rows * cols];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    t[c * rows + r] = a[r * cols + c];
-                }
+    for c0 in (0..cols).step_by(BAND) {
+        let c1 = (c0 + BAND).min(cols);
+        for (r, row) in a.chunks_exact(cols).enumerate().take(rows) {
+            for (c, &v) in (c0..c1).zip(&row[c0..c1]) {
+                t[c * rows + r] = v;
             }
         }
     }
     t
 }
 
-/// Side of the square tiles of [`transposed`].
-const TILE: usize = 16;
+/// Columns per band of [`transposed`].
+const BAND: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -164,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn a_transpose_over_partial_tiles_matches_the_definition() {
+    fn a_transpose_over_a_partial_band_matches_the_definition() {
         let (rows, cols) = (37, 21);
         let a: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
         let t = transposed(&a, rows, cols);

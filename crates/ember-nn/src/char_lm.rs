@@ -102,9 +102,14 @@ impl<B: Backend> CharLm<B> {
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
         // Time-major inside: transposing the token ids and the logits is cheaper than
-        // transposing the embeddings and hidden states (and their gradients).
-        let x = self.embedding.forward(tokens.swap_dims(0, 1));
-        let (h, state) = self.body.forward_time_major(x, lengths, state);
+        // transposing the hidden states (and their gradients). The body looks the tokens up
+        // in its first layer's projection of the embedding table.
+        let (h, state) = self.body.forward_tokens(
+            self.embedding.weight.val(),
+            tokens.swap_dims(0, 1),
+            lengths,
+            state,
+        );
         let [steps, batch, width] = h.dims();
         // The head as one affine map over every step (one autodiff node on the CPU backends).
         let logits = affine(

@@ -123,6 +123,17 @@ impl<B: Backend> AnyRecurrent<B> {
         each!(self, l => l.forward_time_major(input, lengths, state))
     }
 
+    /// See [`crate::Recurrent::forward_tokens`].
+    pub fn forward_tokens(
+        &self,
+        embedding: Tensor<B, 2>,
+        tokens: Tensor<B, 2, Int>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        each!(self, l => l.forward_tokens(embedding, tokens, lengths, state))
+    }
+
     /// See [`crate::Recurrent::load_torch`].
     pub fn load_torch(self, prefix: &str, tensors: &mut TorchTensors) -> Result<Self, NnError> {
         Ok(match self {

@@ -2,6 +2,7 @@
 //! cell only on the sequences that are still going.
 
 use burn::prelude::*;
+use burn::tensor::BasicOps;
 
 /// A batch's lengths, sorted longest first, with the permutation to and from that order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +42,11 @@ impl Packing {
     }
 
     /// Reorders `dim` of `x` from the original batch order into sorted order.
-    pub fn sort<B: Backend, const D: usize>(&self, x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    pub fn sort<B: Backend, const D: usize, K: BasicOps<B>>(
+        &self,
+        x: Tensor<B, D, K>,
+        dim: usize,
+    ) -> Tensor<B, D, K> {
         self.permute(x, dim, &self.order)
     }
 
@@ -54,12 +59,12 @@ impl Packing {
         self.permute(x, dim, &inverse)
     }
 
-    fn permute<B: Backend, const D: usize>(
+    fn permute<B: Backend, const D: usize, K: BasicOps<B>>(
         &self,
-        x: Tensor<B, D>,
+        x: Tensor<B, D, K>,
         dim: usize,
         index: &[usize],
-    ) -> Tensor<B, D> {
+    ) -> Tensor<B, D, K> {
         if self.is_sorted() {
             return x;
         }

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
+use burn::tensor::module::embedding;
 
 use crate::cell::{CellOptions, CellSpec, CellState, RecurrentCell};
 use crate::gru::GruCell;
@@ -260,44 +261,82 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
-        let device = x.device();
-        let [steps, batch, _] = x.dims();
+        self.run(First::Features(x), lengths, state)
+    }
+
+    /// [`Self::forward_time_major`] on token ids `[seq, batch]` looked up in `embedding
+    /// [vocab, in]`. The first layer projects the table, not the sequence: each direction's
+    /// `embedding W_ihᵀ + b` (`[vocab, G·H]`, a small product) is indexed by the tokens. The
+    /// values are those of projecting the looked-up embeddings, without that layer's
+    /// `[seq·batch, in] × [in, G·H]` products (forward, and both of the backward pass); the
+    /// gradient of the table is a sum of rows per token. With fewer tokens than table rows
+    /// (sampling, one step at a time) the tokens are looked up first, as usual.
+    pub fn forward_tokens(
+        &self,
+        embedding: Tensor<B, 2>,
+        tokens: Tensor<B, 2, Int>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        let first = if tokens.dims().iter().product::<usize>() < embedding.dims()[0] {
+            First::Features(burn::tensor::module::embedding(embedding, tokens))
+        } else {
+            First::Tokens(embedding, tokens)
+        };
+        self.run(first, lengths, state)
+    }
+
+    fn run(
+        &self,
+        first: First<B>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        let (steps, batch, device) = first.shape();
         if let Some(l) = lengths {
             assert_eq!(l.len(), batch, "one length per sequence");
         }
         let packing = lengths.map(|l| Packing::new(l, steps));
         let state = state.unwrap_or_else(|| self.zero_state(batch, &device));
-        let (mut x, state) = match &packing {
+        let (first, state) = match &packing {
             Some(p) => (
-                p.sort(x, 1),
+                match first {
+                    First::Features(x) => First::Features(p.sort(x, 1)),
+                    First::Tokens(table, tokens) => First::Tokens(table, p.sort(tokens, 1)),
+                },
                 RecurrentState {
                     h: p.sort(state.h, 1),
                     c: state.c.map(|c| p.sort(c, 1)),
                 },
             ),
-            None => (x, state),
+            None => (first, state),
         };
         let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
+        let mut x: Option<Tensor<B, 3>> = None;
         for layer in 0..self.num_layers {
-            if layer > 0 {
-                x = self.dropout.forward(x);
-            }
+            // Between layers, one dropout mask for both directions.
+            let input = x.map(|x| self.dropout.forward(x));
             let mut outs = Vec::with_capacity(self.directions);
             for dir in 0..self.directions {
                 let row = layer * self.directions + dir;
-                let (out, s) = run_direction(
-                    &self.cells[row],
-                    x.clone(),
-                    state.row(row),
-                    packing.as_ref(),
-                    dir == 1,
-                );
+                let cell = &self.cells[row];
+                let projected = match (&input, &first) {
+                    (Some(x), _) => cell.input_projection(x.clone()),
+                    (None, First::Features(input)) => cell.input_projection(input.clone()),
+                    (None, First::Tokens(table, tokens)) => {
+                        let table = cell.input_projection(table.clone().unsqueeze_dim(0));
+                        embedding(table.squeeze_dim(0), tokens.clone())
+                    }
+                };
+                let (out, s) =
+                    run_projected(cell, projected, state.row(row), packing.as_ref(), dir == 1);
                 outs.push(out);
                 h_n.push(s.h);
                 c_n.extend(s.c);
             }
-            x = Tensor::cat(outs, 2);
+            x = Some(Tensor::cat(outs, 2));
         }
+        let mut x = x.expect("a stack has at least one layer");
         let mut state = RecurrentState {
             h: Tensor::stack(h_n, 0),
             c: (!c_n.is_empty()).then(|| Tensor::stack(c_n, 0)),
@@ -310,6 +349,30 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
             };
         }
         (x, state)
+    }
+}
+
+/// The input of a stack's first layer.
+enum First<B: Backend> {
+    /// Features `[seq, batch, in]`.
+    Features(Tensor<B, 3>),
+    /// An embedding table `[vocab, in]` and token ids `[seq, batch]`.
+    Tokens(Tensor<B, 2>, Tensor<B, 2, Int>),
+}
+
+impl<B: Backend> First<B> {
+    /// Steps, batch and device.
+    fn shape(&self) -> (usize, usize, B::Device) {
+        match self {
+            First::Features(x) => {
+                let [steps, batch, _] = x.dims();
+                (steps, batch, x.device())
+            }
+            First::Tokens(_, tokens) => {
+                let [steps, batch] = tokens.dims();
+                (steps, batch, tokens.device())
+            }
+        }
     }
 }
 
@@ -329,7 +392,17 @@ pub fn run_direction<B: Backend, C: RecurrentCell<B>>(
     packing: Option<&Packing>,
     reverse: bool,
 ) -> (Tensor<B, 3>, CellState<B>) {
-    let projected = cell.input_projection(x);
+    run_projected(cell, cell.input_projection(x), state, packing, reverse)
+}
+
+/// [`run_direction`] from the projected input `[T, batch, gates·H]`.
+fn run_projected<B: Backend, C: RecurrentCell<B>>(
+    cell: &C,
+    projected: Tensor<B, 3>,
+    state: CellState<B>,
+    packing: Option<&Packing>,
+    reverse: bool,
+) -> (Tensor<B, 3>, CellState<B>) {
     let steps = projected.dims()[0];
     // The fused path runs forward in time: a reverse direction gets the time-flipped input
     // (and active rows), so rows of short sequences start late, from their initial state.
@@ -388,4 +461,91 @@ pub(crate) fn run_steps<B: Backend, C: RecurrentCell<B>>(
         outputs.reverse();
     }
     (Tensor::stack(outputs, 0), state)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::flex::FlexDevice;
+    use burn::backend::ndarray::NdArrayDevice;
+    use burn::backend::{Autodiff, Flex, NdArray};
+    use burn::tensor::backend::AutodiffBackend;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    /// Outputs, final state and the gradients of the table and every parameter, through
+    /// `forward_tokens` (`table_first`) or through a lookup and `forward_time_major`.
+    fn run<B: AutodiffBackend, C: RecurrentCell<B>>(
+        layer: &Recurrent<B, C>,
+        table: &Tensor<B::InnerBackend, 2>,
+        tokens: &Tensor<B, 2, Int>,
+        lengths: Option<&[usize]>,
+        table_first: bool,
+    ) -> Vec<Vec<f32>> {
+        let table = Tensor::<B, 2>::from_inner(table.clone()).require_grad();
+        let (y, state) = if table_first {
+            layer.forward_tokens(table.clone(), tokens.clone(), lengths, None)
+        } else {
+            let x = embedding(table.clone(), tokens.clone());
+            layer.forward_time_major(x, lengths, None)
+        };
+        let n = y.dims().iter().product::<usize>();
+        let weights: Vec<f32> = (0..n)
+            .map(|i| (i * 37 % 101) as f32 / 101.0 - 0.5)
+            .collect();
+        let weights = Tensor::<B, 3>::from_data(TensorData::new(weights, y.dims()), &y.device());
+        let loss = (y.clone() * weights.detach()).sum() + state.h.clone().sum() * 0.5;
+        let grads = loss.backward();
+        let values = |t: Tensor<B::InnerBackend, 2>| t.into_data().iter::<f32>().collect();
+        let mut all: Vec<Vec<f32>> = vec![
+            y.inner().into_data().iter::<f32>().collect(),
+            state.h.inner().into_data().iter::<f32>().collect(),
+            values(table.grad(&grads).expect("the table is tracked")),
+        ];
+        for param in layer.torch_params("") {
+            all.push(match param {
+                TorchParam::Matrix(_, w) => values(w.grad(&grads).expect("tracked")),
+                TorchParam::Vector(_, b) => values(b.grad(&grads).expect("tracked").unsqueeze()),
+            });
+        }
+        all
+    }
+
+    fn table_first_matches_lookup_first<B: AutodiffBackend>(device: &B::Device) {
+        let (steps, batch, vocab, embed) = (7, 5, 6, 4);
+        let table = Tensor::random([vocab, embed], Distribution::Default, device);
+        let ids: Vec<i64> = (0..steps * batch).map(|i| (i * 7 % vocab) as i64).collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [steps, batch]), device);
+        let lengths: &[usize] = &[3, 7, 1, 7, 5];
+        for (bidirectional, lengths) in [
+            (false, None),
+            (true, None),
+            (false, Some(lengths)),
+            (true, Some(lengths)),
+        ] {
+            let layer: Lstm<B> = RecurrentConfig::new(embed, 8)
+                .with_num_layers(2)
+                .with_bidirectional(bidirectional)
+                .init(device)
+                .expect("valid sizes");
+            let a = run(&layer, &table, &tokens, lengths, true);
+            let b = run(&layer, &table, &tokens, lengths, false);
+            assert_eq!(a.len(), b.len());
+            for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert_eq!(x.len(), y.len());
+                for (u, v) in x.iter().zip(y) {
+                    assert!(
+                        (u - v).abs() < 1e-4,
+                        "bidirectional {bidirectional}, {lengths:?}, #{k}: {u} vs {v}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn projecting_the_table_matches_projecting_the_looked_up_embeddings() {
+        table_first_matches_lookup_first::<Autodiff<Flex>>(&FlexDevice);
+        table_first_matches_lookup_first::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
+    }
 }
