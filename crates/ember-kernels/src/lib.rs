@@ -22,6 +22,7 @@
 //! `h_n [batch, H_out]` and, for an LSTM, `c_n [batch, H]` ([`Dims::y_len`] values); the
 //! backward pass takes `dL/dy` of that layout. `H_out` is `H`, or an LSTM's `proj_size`.
 
+pub mod adam;
 pub mod affine;
 mod gru;
 mod lstm;

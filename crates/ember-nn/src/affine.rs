@@ -15,13 +15,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
-use burn_flex::FlexTensor;
+use burn::tensor::TensorData;
 pub(crate) use ember_kernels::affine::Layout;
 use ember_kernels::affine::{affine_backward, AffineDims, Wanted};
 
 use crate::cell::times_transposed;
-use crate::fused::{cast, cast_or, enabled, grad, host, primitive, tensor, SHORT};
+use crate::fused::{cast, enabled, grad, host, primitive, same, tensor, Values, SHORT};
 
 /// `x Wᵀ + b` for `x [rows, in]` and `W` stored as `layout` says (`[out, in]` or `[in, out]`),
 /// `b [out]`: `[rows, out]`.
@@ -82,42 +81,12 @@ impl<B: Backend> Affine<B> {
         if std::any::TypeId::of::<B>() != std::any::TypeId::of::<I>() {
             return Err(self);
         }
-        fn same<A: 'static, T: 'static>(a: A) -> T {
-            cast(a).expect("B is I")
-        }
         Ok(Affine {
             x: same(self.x),
             w: same(self.w),
             b: self.b.map(same),
             layout: self.layout,
         })
-    }
-}
-
-/// A tensor's values, read-only: a Flex `f32` tensor laid out contiguously is read in place
-/// (sharing its storage), anything else is copied.
-#[derive(Debug, Clone)]
-enum Values {
-    Flex(FlexTensor),
-    Copied(Vec<f32>),
-}
-
-impl Values {
-    fn of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Self {
-        match cast_or::<_, FlexTensor>(primitive(t)) {
-            Ok(flex) if flex.dtype() == DType::F32 && flex.as_slice::<f32>().is_some() => {
-                Values::Flex(flex)
-            }
-            Ok(flex) => Values::Copied(host::<Flex, D>(tensor(flex))),
-            Err(p) => Values::Copied(host::<B, D>(tensor(p))),
-        }
-    }
-
-    fn get(&self) -> &[f32] {
-        match self {
-            Values::Flex(t) => t.as_slice::<f32>().expect("checked contiguous f32"),
-            Values::Copied(v) => v,
-        }
     }
 }
 

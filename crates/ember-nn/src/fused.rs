@@ -69,10 +69,39 @@ pub(crate) fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .expect("converted to f32")
 }
 
+/// A tensor's values, read-only: a Flex `f32` tensor laid out contiguously is read in place
+/// (sharing its storage), anything else is copied.
+#[derive(Debug, Clone)]
+pub(crate) enum Values {
+    Flex(FlexTensor),
+    Copied(Vec<f32>),
+}
+
+impl Values {
+    /// `t`'s values, in place where they can be.
+    pub(crate) fn of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Self {
+        match cast_or::<_, FlexTensor>(primitive(t)) {
+            Ok(flex) if flex.dtype() == DType::F32 && flex.as_slice::<f32>().is_some() => {
+                Values::Flex(flex)
+            }
+            Ok(flex) => Values::Copied(host::<Flex, D>(tensor(flex))),
+            Err(p) => Values::Copied(host::<B, D>(tensor(p))),
+        }
+    }
+
+    /// The values, row-major.
+    pub(crate) fn get(&self) -> &[f32] {
+        match self {
+            Values::Flex(t) => t.as_slice::<f32>().expect("checked contiguous f32"),
+            Values::Copied(v) => v,
+        }
+    }
+}
+
 /// A buffer the kernels own and overwrite (the projected input, then its gradient): a Flex
 /// tensor held alone, used in place, or a copy of the values.
 #[derive(Debug, Clone)]
-enum Host {
+pub(crate) enum Host {
     Values(Vec<f32>),
     Flex(FlexTensor),
 }
@@ -80,7 +109,7 @@ enum Host {
 impl Host {
     /// `t`'s values: the tensor itself when it is a Flex `f32` tensor that nothing else holds,
     /// laid out contiguously over its whole buffer; otherwise a copy.
-    fn of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Self {
+    pub(crate) fn of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Self {
         match cast_or::<_, FlexTensor>(primitive(t)) {
             Ok(flex) if Self::whole(&flex) => Host::Flex(flex),
             Ok(flex) => Host::Values(host::<Flex, D>(tensor(flex))),
@@ -97,7 +126,7 @@ impl Host {
     }
 
     /// As a tensor of `shape` on `device` (a Flex tensor keeps its own shape, which is `shape`).
-    fn into_tensor<B: Backend, const D: usize>(
+    pub(crate) fn into_tensor<B: Backend, const D: usize>(
         self,
         shape: [usize; D],
         device: &B::Device,
@@ -174,9 +203,6 @@ impl<B: Backend> Recurrence<B> {
         if TypeId::of::<B>() != TypeId::of::<I>() {
             return Err(self);
         }
-        fn same<A: 'static, T: 'static>(a: A) -> T {
-            cast(a).expect("B is I")
-        }
         Ok(Recurrence {
             cell: self.cell,
             xp: same(self.xp),
@@ -239,7 +265,8 @@ impl<B: Backend> Backward<B, 5> for FusedRecurrence {
         let dy: Tensor<B, 1> = tensor(grads.consume::<B>(&ops.node));
         let device = dy.device();
         let NodeState { saved, cell, dims } = ops.state;
-        let g = ember_kernels::backward(saved, &host(dy)).expect("dy has the layout of Y");
+        let g =
+            ember_kernels::backward(saved, Values::of(dy).get()).expect("dy has the layout of Y");
         let Dims {
             steps,
             batch,
@@ -303,6 +330,11 @@ fn on_autodiff<B: Backend, C: CheckpointStrategy>(
         OpsKind::UnTracked(prep) => prep.finish(primitive(forward(inner, false).0)),
     };
     tensor(y)
+}
+
+/// `a` as a `T`, which the caller has checked it is (the backend `B` is `I`).
+pub(crate) fn same<A: 'static, T: 'static>(a: A) -> T {
+    cast(a).expect("B is I")
 }
 
 /// `a` as a `T`, when it is one.

@@ -126,12 +126,12 @@ impl<B: Backend> AnyRecurrent<B> {
     /// See [`crate::Recurrent::forward_tokens`].
     pub fn forward_tokens(
         &self,
-        embedding: Tensor<B, 2>,
+        table: Tensor<B, 2>,
         tokens: Tensor<B, 2, Int>,
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
-        each!(self, l => l.forward_tokens(embedding, tokens, lengths, state))
+        each!(self, l => l.forward_tokens(table, tokens, lengths, state))
     }
 
     /// See [`crate::Recurrent::load_torch`].

@@ -19,6 +19,7 @@
 //! - [`regressor`]: the per-step series regressor (stacked layers or the scratch RNN).
 //! - [`classifier`]: the sequence classifier (last valid step or masked mean).
 
+pub mod adam;
 mod affine;
 pub mod cell;
 pub mod char_lm;
@@ -37,6 +38,7 @@ pub mod rnn;
 pub mod scratch;
 pub mod torch;
 
+pub use adam::FusedAdam;
 pub use cell::{CellState, RecurrentCell};
 pub use char_lm::{CharLm, CharLmConfig};
 pub use classifier::{Pooling, SequenceClassifier, SequenceClassifierConfig};

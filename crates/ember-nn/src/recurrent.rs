@@ -264,7 +264,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         self.run(First::Features(x), lengths, state)
     }
 
-    /// [`Self::forward_time_major`] on token ids `[seq, batch]` looked up in `embedding
+    /// [`Self::forward_time_major`] on token ids `[seq, batch]` looked up in `table
     /// [vocab, in]`. The first layer projects the table, not the sequence: each direction's
     /// `embedding W_ihᵀ + b` (`[vocab, G·H]`, a small product) is indexed by the tokens. The
     /// values are those of projecting the looked-up embeddings, without that layer's
@@ -273,15 +273,15 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
     /// (sampling, one step at a time) the tokens are looked up first, as usual.
     pub fn forward_tokens(
         &self,
-        embedding: Tensor<B, 2>,
+        table: Tensor<B, 2>,
         tokens: Tensor<B, 2, Int>,
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
-        let first = if tokens.dims().iter().product::<usize>() < embedding.dims()[0] {
-            First::Features(burn::tensor::module::embedding(embedding, tokens))
+        let first = if tokens.dims().iter().product::<usize>() < table.dims()[0] {
+            First::Features(embedding(table, tokens))
         } else {
-            First::Tokens(embedding, tokens)
+            First::Tokens(table, tokens)
         };
         self.run(first, lengths, state)
     }

@@ -13,11 +13,13 @@ use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_data::{SequenceBatch, SequenceBatcher, TokenSequence, Vocab};
-use ember_nn::{BodyKind, CellKind, CharLm, CharLmConfig, SeriesRegressor, SeriesRegressorConfig};
+use ember_nn::{
+    BodyKind, CellKind, CharLm, CharLmConfig, FusedAdam, SeriesRegressor, SeriesRegressorConfig,
+};
 use ember_train::loss::masked_cross_entropy;
 use ember_train::{sample, SampleOptions};
 use rand::rngs::StdRng;
@@ -184,7 +186,7 @@ fn token_batches<B: Backend>(a: &Args, count: usize, device: &B::Device) -> Vec<
 fn train_char_lm<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Measured, String> {
     B::seed(device, 0);
     let mut model: CharLm<B> = a.char_lm()?.init(device).map_err(|e| e.to_string())?;
-    let mut optim = AdamConfig::new().init::<B, CharLm<B>>();
+    let mut optim = FusedAdam::new(0.9, 0.999, 1e-8).init::<B, CharLm<B>>(None);
     let batches = token_batches::<B>(a, 4, device);
     let packed = a.task == "packed";
     Ok(time_steps(a, |i| {
@@ -217,7 +219,7 @@ fn train_seq2seq<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Mea
         .with_proj_size(proj)
         .init(device)
         .map_err(|e| e.to_string())?;
-    let mut optim = AdamConfig::new().init::<B, SeriesRegressor<B>>();
+    let mut optim = FusedAdam::new(0.9, 0.999, 1e-8).init::<B, SeriesRegressor<B>>(None);
     let mut rng = StdRng::seed_from_u64(0);
     let wave: Vec<Vec<f32>> = (0..a.batch)
         .map(|_| {

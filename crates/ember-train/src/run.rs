@@ -8,7 +8,7 @@ use burn::data::dataset::InMemDataset;
 use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, Optimizer, SgdConfig};
+use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::LearningRateMetric;
@@ -23,6 +23,7 @@ use ember_data::{
     SequenceBatcher, SeriesBatch, SeriesBatcher, SplitIndices, StreamBatcher, StreamChunk,
     TextCorpus, TokenSequence, Vocab,
 };
+use ember_nn::FusedAdam;
 
 use crate::checkpoint::{
     read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_CHECKPOINT, BEST_JSON,
@@ -736,10 +737,8 @@ where
     let run = (config, options, device, schedule, mode);
     match config.train.optimizer {
         OptimizerKind::Adam => {
-            let optim = AdamConfig::new()
-                .with_epsilon(1e-8)
-                .with_grad_clipping(clip)
-                .init();
+            // Burn's Adam (PyTorch's ε), one pass per parameter on the CPU backends.
+            let optim = FusedAdam::new(0.9, 0.999, 1e-8).init(clip);
             launch(run, model, optim, loaders)
         }
         OptimizerKind::Adamw => {

@@ -131,6 +131,15 @@ fn missing_config_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = ember(&["train", "--config", "no-such.toml"], dir.path());
     assert_one_line_error(&out, &["no-such.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let cause = std::fs::read(dir.path().join("no-such.toml"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        stderr.matches(&cause).count(),
+        1,
+        "the cause once: {stderr}"
+    );
 }
 
 #[test]
