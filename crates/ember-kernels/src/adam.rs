@@ -40,18 +40,15 @@ pub fn adam(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], step:
         grad.len() == n && m.len() == n && v.len() == n,
         "a parameter, its gradient and its moments have one length"
     );
-    let run = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
-        update(p, g, m, v, step)
-    };
     if n <= CHUNK {
-        run((((param, grad), m), v));
+        update(param, grad, m, v, step);
     } else {
         param
             .par_chunks_mut(CHUNK)
             .zip(grad.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
-            .for_each(run);
+            .for_each(|(((p, g), m), v)| update(p, g, m, v, step));
     }
 }
 
