@@ -95,28 +95,43 @@ pub(crate) fn blocks<const I: usize, const M: usize>(
         ins.iter().all(|s| s.len() == n) && io.iter().all(|s| s.len() == n),
         "slices of one loop differ in length"
     );
-    let mut start = 0;
-    while start < n {
-        let width = LANES.min(n - start);
-        let mut a = [[0.0f32; LANES]; I];
-        let mut m = [[0.0f32; LANES]; M];
-        for (dst, src) in a.iter_mut().zip(&ins) {
-            dst[..width].copy_from_slice(&src[start..start + width]);
+    let full = n - n % LANES;
+    for start in (0..full).step_by(LANES) {
+        block(&ins, &mut io, start, LANES, &f);
+    }
+    if full < n {
+        block(&ins, &mut io, full, n - full, &f);
+    }
+}
+
+/// One block of [`blocks`]: `width` values from `start`. Inlined, so in the loop over whole
+/// blocks `width` is the constant [`LANES`] and the copies are register moves, not `memcpy`
+/// calls.
+#[inline(always)]
+fn block<const I: usize, const M: usize>(
+    ins: &[&[f32]; I],
+    io: &mut [&mut [f32]; M],
+    start: usize,
+    width: usize,
+    f: &impl Fn(&[f32; I], &mut [f32; M]),
+) {
+    let mut a = [[0.0f32; LANES]; I];
+    let mut m = [[0.0f32; LANES]; M];
+    for (dst, src) in a.iter_mut().zip(ins) {
+        dst[..width].copy_from_slice(&src[start..start + width]);
+    }
+    for (dst, src) in m.iter_mut().zip(io.iter()) {
+        dst[..width].copy_from_slice(&src[start..start + width]);
+    }
+    for l in 0..LANES {
+        let x: [f32; I] = std::array::from_fn(|k| a[k][l]);
+        let mut y: [f32; M] = std::array::from_fn(|k| m[k][l]);
+        f(&x, &mut y);
+        for (k, v) in y.into_iter().enumerate() {
+            m[k][l] = v;
         }
-        for (dst, src) in m.iter_mut().zip(io.iter()) {
-            dst[..width].copy_from_slice(&src[start..start + width]);
-        }
-        for l in 0..LANES {
-            let x: [f32; I] = std::array::from_fn(|k| a[k][l]);
-            let mut y: [f32; M] = std::array::from_fn(|k| m[k][l]);
-            f(&x, &mut y);
-            for (k, v) in y.into_iter().enumerate() {
-                m[k][l] = v;
-            }
-        }
-        for (dst, src) in io.iter_mut().zip(&m) {
-            dst[start..start + width].copy_from_slice(&src[..width]);
-        }
-        start += width;
+    }
+    for (dst, src) in io.iter_mut().zip(&m) {
+        dst[start..start + width].copy_from_slice(&src[..width]);
     }
 }
