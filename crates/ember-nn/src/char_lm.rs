@@ -101,6 +101,20 @@ impl<B: Backend> CharLm<B> {
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        let (logits, state) = self.forward_time_major(tokens, lengths, state);
+        (logits.swap_dims(0, 1), state)
+    }
+
+    /// [`Self::forward_packed`] with the logits time-major, `[seq, batch, vocab]`, as the model
+    /// computes them. A loss that reads them so (`ember_train::loss`'s time-major
+    /// cross-entropy) flattens them without a copy, forward and backward; the batch-major
+    /// view of [`Self::forward`] is a transpose, which a flattening copies element by element.
+    pub fn forward_time_major(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
         // Time-major inside: transposing the token ids and the logits is cheaper than
         // transposing the hidden states (and their gradients). The body looks the tokens up
         // in its first layer's projection of the embedding table.
@@ -119,6 +133,6 @@ impl<B: Backend> CharLm<B> {
             Layout::InOut,
         );
         let vocab = logits.dims()[1];
-        (logits.reshape([steps, batch, vocab]).swap_dims(0, 1), state)
+        (logits.reshape([steps, batch, vocab]), state)
     }
 }

@@ -20,7 +20,7 @@ use ember_data::{SequenceBatch, SequenceBatcher, TokenSequence, Vocab};
 use ember_nn::{
     BodyKind, CellKind, CharLm, CharLmConfig, FusedAdam, SeriesRegressor, SeriesRegressorConfig,
 };
-use ember_train::loss::masked_cross_entropy;
+use ember_train::loss::masked_cross_entropy_time_major;
 use ember_train::{sample, SampleOptions};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -193,11 +193,11 @@ fn train_char_lm<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Mea
         let batch = batches[i % batches.len()].clone();
         let real = batch.num_tokens();
         let padded = batch.lengths.len() * batch.inputs.dims()[1];
-        // `CharLm::forward`, the path `cargo xtask train` runs (time-major inside), with lengths
-        // when packed.
+        // Time-major logits and loss, the path `cargo xtask train` runs, with lengths when
+        // packed.
         let lengths = packed.then_some(batch.lengths.as_slice());
-        let (logits, _) = model.forward_packed(batch.inputs, lengths, None);
-        let loss = masked_cross_entropy(logits, batch.targets, batch.mask);
+        let (logits, _) = model.forward_time_major(batch.inputs, lengths, None);
+        let loss = masked_cross_entropy_time_major(logits, batch.targets, batch.mask);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model.clone(), grads);
         loss.into_scalar();

@@ -15,14 +15,46 @@ pub fn masked_cross_entropy<B: Backend>(
 ) -> Tensor<B, 1> {
     let [batch, steps, vocab] = logits.dims();
     let n = batch * steps;
+    flat_cross_entropy(
+        logits.reshape([n, vocab]),
+        targets.reshape([n]),
+        mask.reshape([n]),
+    )
+}
+
+/// [`masked_cross_entropy`] of time-major logits `[seq, batch, vocab]` (as
+/// `CharLm::forward_time_major` gives them), with `targets` and `mask` batch-major
+/// `[batch, seq]` as batches hold them. The same loss; the logits are flattened as they lie,
+/// and only the small targets and mask are transposed.
+pub fn masked_cross_entropy_time_major<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Bool>,
+) -> Tensor<B, 1> {
+    let [steps, batch, vocab] = logits.dims();
+    let n = batch * steps;
+    flat_cross_entropy(
+        logits.reshape([n, vocab]),
+        targets.swap_dims(0, 1).reshape([n]),
+        mask.swap_dims(0, 1).reshape([n]),
+    )
+}
+
+/// The masked mean over `n` positions: `logits [n, vocab]`, `targets [n]`, `mask [n]`.
+fn flat_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    mask: Tensor<B, 1, Bool>,
+) -> Tensor<B, 1> {
+    let n = targets.dims()[0];
     // Padded targets hold a negative ignore value: point them at class 0 for the gather;
     // the mask then drops them.
     let targets = targets.mask_fill(mask.clone().bool_not(), 0);
-    let nll = log_softmax(logits.reshape([n, vocab]), 1)
+    let nll = log_softmax(logits, 1)
         .gather(1, targets.reshape([n, 1]))
         .neg()
         .reshape([n]);
-    let mask = mask.reshape([n]).float();
+    let mask = mask.float();
     (nll * mask.clone()).sum() / mask.sum().clamp_min(1.0)
 }
 
@@ -61,6 +93,31 @@ mod tests {
         let loss: f32 = masked_cross_entropy(logits, targets, mask).into_scalar();
         let expected = -(1.0f32 - (1f32.exp() + 2f32.exp() + 3f32.exp()).ln());
         assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
+    }
+
+    #[test]
+    fn time_major_logits_give_the_same_loss() {
+        let d = Default::default();
+        let (batch, steps, vocab) = (3, 4, 5);
+        let values: Vec<f32> = (0..batch * steps * vocab)
+            .map(|i| (i as f32 * 0.37).sin() * 2.0)
+            .collect();
+        let logits =
+            Tensor::<NdArray, 1>::from_floats(&values[..], &d).reshape([batch, steps, vocab]);
+        let targets: Vec<i64> = (0..batch * steps).map(|i| (i * 7 % vocab) as i64).collect();
+        let targets =
+            Tensor::<NdArray, 1, Int>::from_ints(&targets[..], &d).reshape([batch, steps]);
+        let valid: Vec<bool> = (0..batch * steps)
+            .map(|i| i % steps < 1 + i / steps)
+            .collect();
+        let mask =
+            Tensor::<NdArray, 2, Bool>::from_bool(TensorData::new(valid, [batch, steps]), &d);
+        let want: f32 =
+            masked_cross_entropy(logits.clone(), targets.clone(), mask.clone()).into_scalar();
+        // Time-major and contiguous, as `CharLm::forward_time_major` gives them.
+        let time_major = Tensor::<NdArray, 3>::from_data(logits.swap_dims(0, 1).into_data(), &d);
+        let got: f32 = masked_cross_entropy_time_major(time_major, targets, mask).into_scalar();
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }
 
     #[test]

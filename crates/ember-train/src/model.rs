@@ -12,7 +12,7 @@ use ember_data::{SequenceBatch, StreamBatch};
 use ember_nn::{CharLm, CharLmConfig, RecurrentState};
 
 use crate::config::ModelConfig;
-use crate::loss::masked_cross_entropy;
+use crate::loss::masked_cross_entropy_time_major;
 use crate::output::TokenLossOutput;
 use crate::strategy::{CarryStep, SaveModel};
 
@@ -77,8 +77,8 @@ impl<B: Backend> LanguageModel<B> {
     /// The mean cross-entropy over the batch's valid tokens.
     pub fn forward_loss(&self, batch: SequenceBatch<B>) -> TokenLossOutput<B> {
         let tokens = batch.num_tokens();
-        let (logits, _) = self.lm.forward(batch.inputs, None);
-        let loss = masked_cross_entropy(logits, batch.targets, batch.mask);
+        let (logits, _) = self.lm.forward_time_major(batch.inputs, None, None);
+        let loss = masked_cross_entropy_time_major(logits, batch.targets, batch.mask);
         TokenLossOutput::new(loss, tokens)
     }
 }
@@ -180,8 +180,8 @@ impl<B: Backend> StreamLanguageModel<B> {
         let state = if batch.first { None } else { state };
         let b = batch.batch;
         let tokens = b.num_tokens();
-        let (logits, state) = self.lm.forward(b.inputs, state);
-        let loss = masked_cross_entropy(logits, b.targets, b.mask);
+        let (logits, state) = self.lm.forward_time_major(b.inputs, None, state);
+        let loss = masked_cross_entropy_time_major(logits, b.targets, b.mask);
         (TokenLossOutput::new(loss, tokens), state)
     }
 }
