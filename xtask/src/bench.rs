@@ -2,8 +2,13 @@
 //!
 //! Every workload runs in its own process (so peak RSS is the workload's): ember through the
 //! `train_bench` example of ember-train on each backend asked for, PyTorch through
-//! `tools/bench/bench.py` with the same shapes and thread count. The table goes to stdout, and
-//! the rows are appended, dated, with the machine and versions, to `BENCHMARKS.md`.
+//! `tools/bench/bench.py` with the same shapes and thread count. CPU backends (ndarray, flex) are
+//! compared with PyTorch on the CPU, GPU backends (wgpu, cuda) with PyTorch on CUDA (cuDNN).
+//! The table goes to stdout, and the rows are appended, dated, with the machine and versions,
+//! to `BENCHMARKS.md`.
+//!
+//! Where `nvidia-smi` finds a GPU the default backends add wgpu and cuda; `cuda` builds
+//! `train_bench` with ember-train's `cuda` feature (a second build of Burn, on first use).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -74,7 +79,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
         .is_ok_and(|o| o.status.success());
     let mut o = Options {
         backends: if gpu {
-            vec!["ndarray".into(), "flex".into(), "wgpu".into()]
+            vec![
+                "ndarray".into(),
+                "flex".into(),
+                "wgpu".into(),
+                "cuda".into(),
+            ]
         } else {
             vec!["ndarray".into(), "flex".into()]
         },
@@ -85,7 +95,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         only: None,
     };
     if !gpu {
-        println!("wgpu skipped: no GPU found (nvidia-smi); --backends ndarray,flex,wgpu runs it anyway (lavapipe is very slow)");
+        println!("wgpu and cuda skipped: no GPU found (nvidia-smi); --backends ndarray,flex,wgpu runs wgpu anyway (lavapipe is very slow)");
     }
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -170,16 +180,21 @@ fn machine() -> String {
 /// Runs the benchmarks; see the module doc.
 pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let o = parse(args)?;
-    // `--workspace`, not `-p`: the feature set of every other build, so Burn is not rebuilt.
-    let build = cargo()
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--workspace",
-            "--example",
-            "train_bench",
-        ])
+    // `--workspace`, not `-p`: the feature set of every other build, so Burn is not rebuilt
+    // (unless CUDA is asked for).
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "--quiet",
+        "--workspace",
+        "--example",
+        "train_bench",
+    ]);
+    if o.backends.iter().any(|b| b == "cuda") {
+        build.args(["--features", "ember-train/cuda"]);
+    }
+    let build = build
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !build.success() {
@@ -202,29 +217,13 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         .iter()
         .filter(|w| o.only.as_ref().is_none_or(|t| w.name.contains(t.as_str())))
     {
-        let torch = match &python {
-            Ok(py) => {
-                let mut c = Command::new(py);
-                c.arg(root().join("tools/bench/bench.py"))
-                    .args(w.args)
-                    .args(["--steps", &o.steps, "--threads", &o.threads, "--json"])
-                    .env("OMP_NUM_THREADS", &o.threads);
-                match json_line(c) {
-                    Ok(line) => {
-                        torch_version = torch_version.or_else(|| json_string(&line, "torch"));
-                        Some((
-                            json_number(&line, w.torch_key),
-                            json_number(&line, "peak_rss_mb"),
-                        ))
-                    }
-                    Err(e) => {
-                        println!("{}: PyTorch failed: {e}", w.name);
-                        None
-                    }
-                }
+        let devices = ["cpu", "cuda"].map(|device| {
+            let wanted = o.backends.iter().any(|b| torch_device(b) == device);
+            match &python {
+                Ok(py) if wanted => torch_run(py, w, &o, device, &mut torch_version),
+                _ => None,
             }
-            Err(_) => None,
-        };
+        });
         for backend in &o.backends {
             let mut c = Command::new(&ember_bin);
             c.args(w.args)
@@ -240,10 +239,16 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
                     (None, None)
                 }
             };
+            let device = torch_device(backend);
+            let torch = devices[usize::from(device == "cuda")];
             let torch_tps = torch.and_then(|t| t.0);
             let row = Row {
                 workload: w.name,
-                backend: backend.clone(),
+                backend: if device == "cuda" {
+                    format!("{backend} (PyTorch on CUDA)")
+                } else {
+                    backend.clone()
+                },
                 ember: tps,
                 ember_rss: rss,
                 torch: torch_tps,
@@ -292,6 +297,43 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         println!("appended to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where PyTorch runs to compare with ember's `backend`: `cuda` for the GPU backends.
+fn torch_device(backend: &str) -> &'static str {
+    match backend {
+        "wgpu" | "cuda" => "cuda",
+        _ => "cpu",
+    }
+}
+
+/// PyTorch's figure and peak RSS for workload `w` on `device`, noting its version.
+fn torch_run(
+    python: &std::path::Path,
+    w: &Workload,
+    o: &Options,
+    device: &str,
+    version: &mut Option<String>,
+) -> Option<(Option<f64>, Option<f64>)> {
+    let mut c = Command::new(python);
+    c.arg(root().join("tools/bench/bench.py"))
+        .args(w.args)
+        .args(["--steps", &o.steps, "--threads", &o.threads, "--json"])
+        .args(["--device", device])
+        .env("OMP_NUM_THREADS", &o.threads);
+    match json_line(c) {
+        Ok(line) => {
+            *version = version.take().or_else(|| json_string(&line, "torch"));
+            Some((
+                json_number(&line, w.torch_key),
+                json_number(&line, "peak_rss_mb"),
+            ))
+        }
+        Err(e) => {
+            println!("{} on {device}: PyTorch failed: {e}", w.name);
+            None
+        }
+    }
 }
 
 /// One line of the table.

@@ -307,7 +307,11 @@ fn main() {
             "ndarray" => run::<Autodiff<NdArray>>(&a, &NdArrayDevice::Cpu)?,
             "flex" => run::<Autodiff<Flex>>(&a, &FlexDevice)?,
             "wgpu" => run::<Autodiff<Wgpu>>(&a, &WgpuDevice::default())?,
-            other => return Err(format!("unknown --backend {other} (ndarray, flex or wgpu)")),
+            #[cfg(feature = "cuda")]
+            "cuda" => run::<Autodiff<burn::backend::Cuda>>(&a, &Default::default())?,
+            #[cfg(not(feature = "cuda"))]
+            "cuda" => return Err("built without CUDA: build with --features ember-train/cuda (cargo xtask bench --backends cuda does)".into()),
+            other => return Err(format!("unknown --backend {other} (ndarray, flex, wgpu or cuda)")),
         };
         Ok((a, m))
     });
