@@ -20,7 +20,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::DType;
 use ember_kernels::adam::{adam, AdamStep};
 
-use crate::fused::{enabled, Host, Values};
+use crate::fused::{enabled, tensor, Host, Values};
 
 /// Adam (no weight decay, no AMSGrad) with Burn's semantics and state; see the module docs.
 #[derive(Clone)]
@@ -82,15 +82,15 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
-        tensor: Tensor<B, D>,
+        param: Tensor<B, D>,
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        if !enabled() || !on_cpu::<B>() || tensor.dtype() != DType::F32 {
-            return self.burn.step(lr, tensor, grad, state);
+        if !enabled() || !on_cpu::<B>() || param.dtype() != DType::F32 {
+            return self.burn.step(lr, param, grad, state);
         }
-        let device = tensor.device();
-        let dims = tensor.dims();
+        let device = param.device();
+        let dims = param.dims();
         let n = dims.iter().product();
         let (time, mut m, mut v) = match state {
             Some(s) => (
@@ -100,7 +100,7 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
             ),
             None => (1, Host::Values(vec![0.0; n]), Host::Values(vec![0.0; n])),
         };
-        let mut param = Host::of(tensor);
+        let mut p = Host::of(param);
         let step = AdamStep {
             lr: lr as f32,
             beta_1: self.beta_1,
@@ -109,19 +109,15 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
             time: i32::try_from(time).unwrap_or(i32::MAX),
         };
         adam(
-            param.as_mut(),
+            p.as_mut(),
             Values::of(grad).get(),
             m.as_mut(),
             v.as_mut(),
             step,
         );
-        let as_tensor = |h: Host| {
-            Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(
-                h.into_tensor::<B, D>(dims, &device),
-            ))
-        };
+        let as_tensor = |h: Host| tensor(h.into_tensor::<B, D>(dims, &device));
         let momentum = AdaptiveMomentumState::new(time, as_tensor(m), as_tensor(v));
-        (as_tensor(param), Some(AdamState::new(momentum)))
+        (as_tensor(p), Some(AdamState::new(momentum)))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
