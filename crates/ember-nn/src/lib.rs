@@ -38,7 +38,7 @@ pub mod rnn;
 pub mod scratch;
 pub mod torch;
 
-pub use adam::FusedAdam;
+pub use adam::{FusedAdam, FusedAdamW};
 pub use cell::{CellState, RecurrentCell};
 pub use char_lm::{CharLm, CharLmConfig};
 pub use classifier::{Pooling, SequenceClassifier, SequenceClassifierConfig};

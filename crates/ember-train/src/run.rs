@@ -8,7 +8,7 @@ use burn::data::dataset::InMemDataset;
 use burn::module::AutodiffModule;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
+use burn::optim::{Optimizer, SgdConfig};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::LearningRateMetric;
@@ -23,7 +23,7 @@ use ember_data::{
     SequenceBatcher, SeriesBatch, SeriesBatcher, SplitIndices, StreamBatcher, StreamChunk,
     TextCorpus, TokenSequence, Vocab,
 };
-use ember_nn::FusedAdam;
+use ember_nn::{FusedAdam, FusedAdamW};
 
 use crate::checkpoint::{
     read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_CHECKPOINT, BEST_JSON,
@@ -742,11 +742,7 @@ where
             launch(run, model, optim, loaders)
         }
         OptimizerKind::Adamw => {
-            let optim = AdamWConfig::new()
-                .with_epsilon(1e-8)
-                .with_weight_decay(1e-2)
-                .with_grad_clipping(clip)
-                .init();
+            let optim = FusedAdamW::new(0.9, 0.999, 1e-8, 1e-2).init(clip);
             launch(run, model, optim, loaders)
         }
         OptimizerKind::Sgd => {
