@@ -330,7 +330,10 @@ mod tests {
     fn fused_adam_and_adamw_match_burns_and_share_their_records() {
         // The fused step is what runs here, not Burn's behind it.
         assert!(fused_for(&Tensor::<Flex, 1>::zeros([1], &FlexDevice)));
-        assert!(fused_for(&Tensor::<NdArray, 1>::zeros([1], &NdArrayDevice::Cpu)));
+        assert!(fused_for(&Tensor::<NdArray, 1>::zeros(
+            [1],
+            &NdArrayDevice::Cpu
+        )));
         matches_burns_optimizers::<Autodiff<Flex>>(&FlexDevice);
         matches_burns_optimizers::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
     }
