@@ -266,7 +266,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
 
     /// [`Self::forward_time_major`] on token ids `[seq, batch]` looked up in `table
     /// [vocab, in]`. The first layer projects the table, not the sequence: each direction's
-    /// `embedding W_ihᵀ + b` (`[vocab, G·H]`, a small product) is indexed by the tokens. The
+    /// `table W_ihᵀ + b` (`[vocab, G·H]`, a small product) is indexed by the tokens. The
     /// values are those of projecting the looked-up embeddings, without that layer's
     /// `[seq·batch, in] × [in, G·H]` products (forward, and both of the backward pass); the
     /// gradient of the table is a sum of rows per token. With fewer tokens than table rows
