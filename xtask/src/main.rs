@@ -12,11 +12,15 @@
 //!   tokens/s of one recurrent layer, ember against PyTorch on the same shapes and thread count,
 //!   and their ratio. PyTorch comes from `$EMBER_TORCH_PYTHON` or `.venv-torch/`
 //!   (`bash tools/bench/setup-torch.sh .venv-torch`); without it only ember's column is shown.
+//! - `cargo xtask bench-e2e [--configs a,b] [--epochs N] [--threads N] [--no-torch]`: `ember train`
+//!   as users run it against a PyTorch reference of the same loop on the same data, per character-LM
+//!   config: training tokens/s, wall time and final validation loss (see `xtask/src/e2e.rs`).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod e2e;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench-layer") => bench_layer(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("bench-e2e") => e2e::run(&args[1..]),
         _ => Err("usage: cargo xtask <train|sample|eval|predict|inspect|export|lr-find|test|bench|bench-layer> [ARGS] (all but test and the benches take ember's arguments, e.g. --backend wgpu)".into()),
     };
     match result {

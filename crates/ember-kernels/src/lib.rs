@@ -24,6 +24,7 @@
 
 pub mod adam;
 pub mod affine;
+pub mod dropout;
 mod gru;
 mod lstm;
 pub mod math;

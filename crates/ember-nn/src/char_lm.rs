@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, Linea
 use burn::prelude::*;
 
 use crate::affine::{affine, Layout};
+use crate::dropout::dropout;
 use crate::layer::{AnyRecurrent, CellKind};
 use crate::recurrent::{RecurrentConfig, RecurrentState};
 use crate::rnn::Nonlinearity;
@@ -127,7 +128,7 @@ impl<B: Backend> CharLm<B> {
         let [steps, batch, width] = h.dims();
         // The head as one affine map over every step (one autodiff node on the CPU backends).
         let logits = affine(
-            self.dropout.forward(h).reshape([steps * batch, width]),
+            dropout(&self.dropout, h).reshape([steps * batch, width]),
             self.head.weight.val(),
             self.head.bias.as_ref().map(|b| b.val()),
             Layout::InOut,

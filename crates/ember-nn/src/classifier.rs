@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, Linea
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::dropout::dropout;
 use crate::layer::{AnyRecurrent, CellKind};
 use crate::packing::last_valid_steps;
 use crate::recurrent::RecurrentConfig;
@@ -121,7 +122,7 @@ impl<B: Backend> SequenceClassifier<B> {
         } else {
             last_valid_steps(h, lengths)
         };
-        self.head.forward(self.dropout.forward(pooled))
+        self.head.forward(dropout(&self.dropout, pooled))
     }
 
     /// The pooling over time.

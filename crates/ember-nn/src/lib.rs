@@ -12,6 +12,9 @@
 //!   backward pass (CPU, on `ember-kernels`).
 //! - `cube` (feature `cube`, on by default): the pointwise part of an LSTM or GRU step as one
 //!   CubeCL kernel with a hand-written backward kernel (wgpu).
+//! - [`clip`]: [`ClipGlobalNorm`], PyTorch's `clip_grad_norm_` around any optimizer.
+//! - [`dropout`]: dropout as one autodiff op with Philox masks kept as bytes (CPU, on
+//!   `ember-kernels`); Burn's `Dropout` elsewhere.
 //! - [`packing`]: variable lengths as PyTorch packs them (sorted, shrinking active batch).
 //! - [`torch`]: PyTorch `state_dict` names, to load and list parameters.
 //! - [`scratch`]: the hand-written two-head teaching RNN.
@@ -24,8 +27,10 @@ mod affine;
 pub mod cell;
 pub mod char_lm;
 pub mod classifier;
+pub mod clip;
 #[cfg(feature = "cube")]
 mod cube;
+pub mod dropout;
 pub mod error;
 pub mod fused;
 pub mod gru;
@@ -42,6 +47,7 @@ pub use adam::{FusedAdam, FusedAdamW};
 pub use cell::{CellState, RecurrentCell};
 pub use char_lm::{CharLm, CharLmConfig};
 pub use classifier::{Pooling, SequenceClassifier, SequenceClassifierConfig};
+pub use clip::ClipGlobalNorm;
 pub use error::NnError;
 pub use gru::GruCell;
 pub use layer::{AnyRecurrent, AnyRecurrentRecord, CellKind};

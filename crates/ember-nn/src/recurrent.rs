@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 
 use crate::cell::{CellOptions, CellSpec, CellState, RecurrentCell};
+use crate::dropout::dropout;
 use crate::gru::GruCell;
 use crate::lstm::LstmCell;
 use crate::packing::Packing;
@@ -315,7 +316,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         let mut x: Option<Tensor<B, 3>> = None;
         for layer in 0..self.num_layers {
             // Between layers, one dropout mask for both directions.
-            let input = x.map(|x| self.dropout.forward(x));
+            let input = x.map(|x| dropout(&self.dropout, x));
             let mut outs = Vec::with_capacity(self.directions);
             for dir in 0..self.directions {
                 let row = layer * self.directions + dir;

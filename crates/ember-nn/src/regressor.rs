@@ -6,6 +6,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::cell::times_transposed;
+use crate::dropout::dropout;
 use crate::layer::{AnyRecurrent, CellKind};
 use crate::recurrent::{RecurrentConfig, RecurrentState};
 use crate::rnn::Nonlinearity;
@@ -178,7 +179,7 @@ impl<B: Backend> SeriesRegressor<B> {
             SeriesBody::Stacked(layers) => {
                 let (h, state) = layers.forward(inputs, lengths, state);
                 let y = match &self.head {
-                    Some(head) => linear(head, self.dropout.forward(h)),
+                    Some(head) => linear(head, dropout(&self.dropout, h)),
                     None => h,
                 };
                 (y, state)

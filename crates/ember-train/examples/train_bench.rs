@@ -18,7 +18,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_data::{SequenceBatch, SequenceBatcher, TokenSequence, Vocab};
 use ember_nn::{
-    BodyKind, CellKind, CharLm, CharLmConfig, FusedAdam, SeriesRegressor, SeriesRegressorConfig,
+    BodyKind, CellKind, CharLm, CharLmConfig, ClipGlobalNorm, FusedAdam, SeriesRegressor,
+    SeriesRegressorConfig,
 };
 use ember_train::loss::masked_cross_entropy_time_major;
 use ember_train::{sample, SampleOptions};
@@ -38,6 +39,10 @@ struct Args {
     layers: usize,
     hidden: usize,
     embed: Option<usize>,
+    /// Dropout between layers and before the head (`bench.py --dropout`).
+    dropout: f64,
+    /// The gradients' global L2 norm clip, 0 for none (`bench.py --clip`).
+    clip: f64,
     batch: usize,
     seq: usize,
     min_len: usize,
@@ -64,6 +69,8 @@ impl Args {
                 "--layers",
                 "--hidden",
                 "--embed",
+                "--dropout",
+                "--clip",
                 "--batch",
                 "--seq",
                 "--min-len",
@@ -79,6 +86,11 @@ impl Args {
         }
         let num = |name: &str, default: usize| -> Result<usize, String> {
             get(name).map_or(Ok(default), |v| {
+                v.parse().map_err(|e| format!("{name} {v}: {e}"))
+            })
+        };
+        let fraction = |name: &str| -> Result<f64, String> {
+            get(name).map_or(Ok(0.0), |v| {
                 v.parse().map_err(|e| format!("{name} {v}: {e}"))
             })
         };
@@ -102,6 +114,8 @@ impl Args {
             embed: get("--embed")
                 .map(|v| v.parse().map_err(|e| format!("--embed {v}: {e}")))
                 .transpose()?,
+            dropout: fraction("--dropout")?,
+            clip: fraction("--clip")?,
             batch: num("--batch", batch)?,
             seq: num("--seq", seq)?,
             min_len: num("--min-len", 3)?,
@@ -128,7 +142,13 @@ impl Args {
             .with_kind(self.cell()?)
             .with_embed_dim(self.embed.unwrap_or(self.hidden))
             .with_hidden_size(self.hidden)
-            .with_num_layers(self.layers))
+            .with_num_layers(self.layers)
+            .with_dropout(self.dropout))
+    }
+
+    /// The global-norm clip, when asked for.
+    fn clip(&self) -> Option<f32> {
+        (self.clip > 0.0).then_some(self.clip as f32)
     }
 }
 
@@ -186,7 +206,10 @@ fn token_batches<B: Backend>(a: &Args, count: usize, device: &B::Device) -> Vec<
 fn train_char_lm<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Measured, String> {
     B::seed(device, 0);
     let mut model: CharLm<B> = a.char_lm()?.init(device).map_err(|e| e.to_string())?;
-    let mut optim = FusedAdam::new(0.9, 0.999, 1e-8).init::<B, CharLm<B>>(None);
+    let mut optim = ClipGlobalNorm::new(
+        FusedAdam::new(0.9, 0.999, 1e-8).init::<B, CharLm<B>>(None),
+        a.clip(),
+    );
     let batches = token_batches::<B>(a, 4, device);
     let packed = a.task == "packed";
     Ok(time_steps(a, |i| {
@@ -219,7 +242,10 @@ fn train_seq2seq<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Mea
         .with_proj_size(proj)
         .init(device)
         .map_err(|e| e.to_string())?;
-    let mut optim = FusedAdam::new(0.9, 0.999, 1e-8).init::<B, SeriesRegressor<B>>(None);
+    let mut optim = ClipGlobalNorm::new(
+        FusedAdam::new(0.9, 0.999, 1e-8).init::<B, SeriesRegressor<B>>(None),
+        a.clip(),
+    );
     let mut rng = StdRng::seed_from_u64(0);
     let wave: Vec<Vec<f32>> = (0..a.batch)
         .map(|_| {
@@ -317,8 +343,8 @@ fn main() {
     });
     match result {
         Ok((a, m)) => println!(
-            "{{\"impl\":\"ember\",\"backend\":\"{}\",\"task\":\"{}\",\"model\":\"{}\",\"layers\":{},\"hidden\":{},\"batch\":{},\"seq\":{},\"steps\":{},\"tokens_per_s\":{:.1},\"real_tokens_per_s\":{:.1},\"peak_rss_mb\":{:.1}}}",
-            a.backend, a.task, a.model, a.layers, a.hidden, a.batch, a.seq, a.steps,
+            "{{\"impl\":\"ember\",\"backend\":\"{}\",\"task\":\"{}\",\"model\":\"{}\",\"layers\":{},\"hidden\":{},\"dropout\":{},\"clip\":{},\"batch\":{},\"seq\":{},\"steps\":{},\"tokens_per_s\":{:.1},\"real_tokens_per_s\":{:.1},\"peak_rss_mb\":{:.1}}}",
+            a.backend, a.task, a.model, a.layers, a.hidden, a.dropout, a.clip, a.batch, a.seq, a.steps,
             m.tokens_per_s, m.real_tokens_per_s, peak_rss_mb()
         ),
         Err(e) => {

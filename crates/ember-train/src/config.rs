@@ -259,9 +259,14 @@ pub struct TrainConfig {
     /// Epochs between decays of the step schedule.
     #[serde(default = "defaults::step_epochs")]
     pub step_epochs: usize,
-    /// Clip each parameter's gradient to this L2 norm; 0 disables clipping.
+    /// Clip the gradients' global L2 norm, over all parameters together, to this value, as
+    /// PyTorch's `clip_grad_norm_(model.parameters(), grad_clip)` does; 0 disables it.
     #[serde(default = "defaults::grad_clip")]
     pub grad_clip: f64,
+    /// Clip each parameter's gradient to this L2 norm on its own (Burn's
+    /// `GradientClippingConfig::Norm`); 0 disables it. Set this or `grad_clip`, not both.
+    #[serde(default)]
+    pub grad_clip_per_param: f64,
     /// Seed for the split, the shuffling and the initial weights.
     #[serde(default = "defaults::seed")]
     pub seed: u64,
@@ -287,6 +292,7 @@ impl Default for TrainConfig {
             gamma: defaults::gamma(),
             step_epochs: defaults::step_epochs(),
             grad_clip: defaults::grad_clip(),
+            grad_clip_per_param: 0.0,
             seed: defaults::seed(),
             keep_last: defaults::keep_last(),
             patience: 0,
@@ -516,10 +522,21 @@ impl ExperimentConfig {
                 t.min_learning_rate
             ));
         }
-        if !(self.train.grad_clip >= 0.0 && self.train.grad_clip.is_finite()) {
+        for (key, value) in [
+            ("grad_clip", t.grad_clip),
+            ("grad_clip_per_param", t.grad_clip_per_param),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(format!(
+                    "train.{key} must be >= 0 (0 disables it), got {value}"
+                ));
+            }
+        }
+        if t.grad_clip > 0.0 && t.grad_clip_per_param > 0.0 {
             return Err(format!(
-                "train.grad_clip must be >= 0 (0 disables it), got {}",
-                self.train.grad_clip
+                "train.grad_clip ({}, the global norm) and train.grad_clip_per_param ({}) are both set: \
+                 keep one and set the other to 0",
+                t.grad_clip, t.grad_clip_per_param
             ));
         }
         Ok(())

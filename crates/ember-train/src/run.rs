@@ -23,7 +23,7 @@ use ember_data::{
     SequenceBatcher, SeriesBatch, SeriesBatcher, SplitIndices, StreamBatcher, StreamChunk,
     TextCorpus, TokenSequence, Vocab,
 };
-use ember_nn::{FusedAdam, FusedAdamW};
+use ember_nn::{ClipGlobalNorm, FusedAdam, FusedAdamW};
 
 use crate::checkpoint::{
     read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_CHECKPOINT, BEST_JSON,
@@ -709,8 +709,12 @@ where
     M::InnerModule: InferenceStep<Output = TokenLossOutput<B::InnerBackend>>
         + CarryStep<<M::InnerModule as InferenceStep>::Input, TokenLossOutput<B::InnerBackend>>,
 {
-    let clip = (config.train.grad_clip > 0.0)
-        .then_some(GradientClippingConfig::Norm(config.train.grad_clip as f32));
+    // Per parameter (Burn's clipping, inside the optimizer) or global (PyTorch's
+    // `clip_grad_norm_`, around it); the config allows one of them.
+    let clip = (config.train.grad_clip_per_param > 0.0).then_some(GradientClippingConfig::Norm(
+        config.train.grad_clip_per_param as f32,
+    ));
+    let global = (config.train.grad_clip > 0.0).then_some(config.train.grad_clip as f32);
     let t = &config.train;
     let schedule = Schedule {
         kind: t.schedule,
@@ -738,11 +742,12 @@ where
     match config.train.optimizer {
         OptimizerKind::Adam => {
             // Burn's Adam (PyTorch's ε), one pass per parameter on the CPU backends.
-            let optim = FusedAdam::new(0.9, 0.999, 1e-8).init(clip);
+            let optim = ClipGlobalNorm::new(FusedAdam::new(0.9, 0.999, 1e-8).init(clip), global);
             launch(run, model, optim, loaders)
         }
         OptimizerKind::Adamw => {
-            let optim = FusedAdamW::new(0.9, 0.999, 1e-8, 1e-2).init(clip);
+            let optim =
+                ClipGlobalNorm::new(FusedAdamW::new(0.9, 0.999, 1e-8, 1e-2).init(clip), global);
             launch(run, model, optim, loaders)
         }
         OptimizerKind::Sgd => {
@@ -755,6 +760,7 @@ where
                 .with_momentum(momentum)
                 .with_gradient_clipping(clip)
                 .init();
+            let optim = ClipGlobalNorm::new(optim, global);
             launch(run, model, optim, loaders)
         }
     }

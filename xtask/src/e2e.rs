@@ -1,0 +1,435 @@
+//! `cargo xtask bench-e2e`: `ember train` as a user runs it against a PyTorch reference doing
+//! the same loop on the same data, per shipped character-language-model config.
+//!
+//! For each config (default: every `configs/*.toml` whose `[data] kind` is `lines` or `text`):
+//!
+//! 1. `ember train --config configs/X.toml --no-tui --artifacts <out>/X --overwrite --epochs N`,
+//!    with `RAYON_NUM_THREADS` = `--threads`: data loading, validation after every epoch,
+//!    checkpoints and metrics, exactly as `cargo xtask train` runs it. Its wall time is the
+//!    whole process; its tokens/s and validation loss come from the run's `metrics.csv`.
+//! 2. `tools/bench/train_reference.py --run <out>/X --epochs N --threads T --json`, with
+//!    `OMP_NUM_THREADS` = T: PyTorch on the CPU, reading the run's saved config, vocabulary and
+//!    split, so both train on identical data (see the script's docstring for the loop and where
+//!    it knowingly differs). Its wall time covers data preparation and every epoch, not
+//!    Python's start-up and `import torch`.
+//!
+//! Training tokens/s is, for both, valid target tokens over the seconds of the training passes
+//! (batching, forward, backward, clipping, optimiser; validation excluded), over all epochs:
+//! the harmonic mean of `metrics.csv`'s per-epoch `train_tokens_per_second`, since every epoch
+//! has the same tokens. The validation loss is the last epoch's, in nats per character.
+//!
+//! Options: `--configs a,b` (names under `configs/`, or paths), `--epochs N` (default 2 for
+//! lines configs, 1 for text), `--threads N` (default: all cores), `--no-torch`, `--ember PATH`
+//! (time this `ember` binary instead of building one), `--out DIR` (the run directories,
+//! default `$TMPDIR/ember-bench-e2e`; they are kept for inspection and replaced on the next
+//! run). The table is printed, not recorded.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use crate::bench::{json_string, machine, torch_python};
+use crate::{cargo, json_line, json_number, root};
+
+struct Options {
+    configs: Vec<String>,
+    epochs: Option<usize>,
+    threads: String,
+    torch: bool,
+    ember: Option<PathBuf>,
+    out: PathBuf,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut o = Options {
+        configs: Vec::new(),
+        epochs: None,
+        threads: cores.to_string(),
+        torch: true,
+        ember: None,
+        out: std::env::temp_dir().join("ember-bench-e2e"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{a} takes a value"));
+        match a.as_str() {
+            "--configs" => {
+                o.configs = value()?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "--epochs" => {
+                let v = value()?;
+                o.epochs = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&n: &usize| n > 0)
+                        .ok_or(format!("--epochs {v}: expected a number >= 1"))?,
+                )
+            }
+            "--threads" => o.threads = value()?,
+            "--no-torch" => o.torch = false,
+            "--ember" => o.ember = Some(PathBuf::from(value()?)),
+            "--out" => o.out = PathBuf::from(value()?),
+            other => {
+                return Err(format!(
+                    "unknown option {other} (--configs a,b, --epochs N, --threads N, --no-torch, --ember PATH, --out DIR)"
+                ))
+            }
+        }
+    }
+    if o.configs.is_empty() {
+        o.configs = language_configs()?;
+    }
+    Ok(o)
+}
+
+/// The `kind` of a config's `[data]` table (`lines` when absent), read without a TOML parser:
+/// the shipped configs write it as `kind = "..."` on its own line.
+fn data_kind(toml: &str) -> String {
+    let mut in_data = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_data = line == "[data]";
+        } else if in_data {
+            if let Some(rest) = line.strip_prefix("kind") {
+                if let Some(value) = rest.trim_start().strip_prefix('=') {
+                    let value = value.split('#').next().unwrap_or("").trim();
+                    return value.trim_matches('"').to_owned();
+                }
+            }
+        }
+    }
+    "lines".into()
+}
+
+/// The configs under `configs/` that train a character language model (`lines` or `text`).
+fn language_configs() -> Result<Vec<String>, String> {
+    let dir = root().join("configs");
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .is_ok_and(|t| matches!(data_kind(&t).as_str(), "lines" | "text"))
+        })
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The config file of `name`: a path as given, else `configs/<name>.toml`.
+fn config_path(name: &str) -> PathBuf {
+    let given = root().join(name);
+    if name.ends_with(".toml") && given.is_file() {
+        given
+    } else {
+        root().join("configs").join(format!("{name}.toml"))
+    }
+}
+
+/// Builds `ember` (release) with the feature set of the workspace's other builds, and returns
+/// the binary.
+fn build_ember() -> Result<PathBuf, String> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "--quiet",
+        "--workspace",
+        "--bin",
+        "ember",
+    ]);
+    let ok = build
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?
+        .success();
+    if !ok {
+        return Err("building ember failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), |t| root().join(t));
+    let bin = target.join("release/ember");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "no ember binary at {} after the build (is the target directory set elsewhere? pass --ember PATH)",
+            bin.display()
+        ))
+    }
+}
+
+/// One implementation's figures on one config.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    tokens_per_s: Option<f64>,
+    wall_s: Option<f64>,
+    valid_loss: Option<f64>,
+    epochs: Option<usize>,
+}
+
+/// Tokens/s over all epochs and the last validation loss, from a run's `metrics.csv`.
+fn read_metrics(dir: &Path) -> Result<(f64, f64, usize), String> {
+    let path = dir.join("metrics.csv");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or(format!("{} has no column {name}", path.display()))
+    };
+    let (valid, tps) = (column("valid_loss")?, column("train_tokens_per_second")?);
+    let (mut inverse_sum, mut epochs, mut last) = (0.0, 0, f64::NAN);
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let number = |i: usize| {
+            cells
+                .get(i)
+                .and_then(|c| c.trim().parse::<f64>().ok())
+                .ok_or(format!("{}: bad row {line:?}", path.display()))
+        };
+        inverse_sum += 1.0 / number(tps)?;
+        last = number(valid)?;
+        epochs += 1;
+    }
+    if epochs == 0 {
+        return Err(format!("{} has no epoch", path.display()));
+    }
+    Ok((epochs as f64 / inverse_sum, last, epochs))
+}
+
+/// Trains `config` with ember into `dir` for `epochs` epochs; the log goes to `<dir>.log`.
+fn run_ember(
+    ember: &Path,
+    config: &Path,
+    dir: &Path,
+    epochs: usize,
+    threads: &str,
+) -> Result<Figures, String> {
+    let mut c = Command::new(ember);
+    c.current_dir(root())
+        .arg("train")
+        .arg("--config")
+        .arg(config)
+        .arg("--artifacts")
+        .arg(dir)
+        .args(["--no-tui", "--overwrite", "--epochs", &epochs.to_string()])
+        .env("RAYON_NUM_THREADS", threads);
+    let started = Instant::now();
+    let out = c
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", ember.display()))?;
+    let wall = started.elapsed().as_secs_f64();
+    let log = dir.with_extension("log");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::write(&log, &text);
+    if !out.status.success() {
+        let tail: Vec<&str> = text.lines().rev().take(10).collect();
+        return Err(format!(
+            "ember train failed ({}); the end of {}:\n{}",
+            out.status,
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    let (tps, loss, done) = read_metrics(dir)?;
+    Ok(Figures {
+        tokens_per_s: Some(tps),
+        wall_s: Some(wall),
+        valid_loss: Some(loss),
+        epochs: Some(done),
+    })
+}
+
+/// Trains the reference on the data of the ember run in `dir`; returns its figures and version.
+fn run_torch(
+    python: &Path,
+    dir: &Path,
+    epochs: usize,
+    threads: &str,
+) -> Result<(Figures, Option<String>), String> {
+    let mut c = Command::new(python);
+    c.current_dir(root())
+        .arg(root().join("tools/bench/train_reference.py"))
+        .arg("--run")
+        .arg(dir)
+        .args(["--epochs", &epochs.to_string(), "--threads", threads])
+        .args(["--json", "--quiet"])
+        .env("OMP_NUM_THREADS", threads);
+    let line = json_line(c)?;
+    let figures = Figures {
+        tokens_per_s: json_number(&line, "train_tokens_per_s"),
+        wall_s: json_number(&line, "wall_s"),
+        valid_loss: json_number(&line, "final_valid_loss"),
+        epochs: json_number(&line, "epochs").map(|e| e as usize),
+    };
+    Ok((figures, json_string(&line, "torch")))
+}
+
+/// One line of the table.
+struct Row {
+    config: String,
+    epochs: usize,
+    ember: Figures,
+    torch: Figures,
+}
+
+impl Row {
+    fn line(&self) -> String {
+        let num =
+            |v: Option<f64>, digits: usize| v.map_or("–".into(), |v| format!("{v:.digits$}"));
+        let ratio = self
+            .ember
+            .tokens_per_s
+            .zip(self.torch.tokens_per_s)
+            .map(|(e, t)| e / t);
+        // Early stopping may end a run before `epochs`: show what ran.
+        let epochs = match (self.ember.epochs, self.torch.epochs) {
+            (Some(e), Some(t)) if e != t => format!("{e} (PyTorch {t})"),
+            (Some(e), _) | (None, Some(e)) => e.to_string(),
+            (None, None) => self.epochs.to_string(),
+        };
+        format!(
+            "| {} | {epochs} | {} | {} | {} | {} | {} | {} | {} |",
+            self.config,
+            num(self.ember.tokens_per_s, 0),
+            num(self.torch.tokens_per_s, 0),
+            num(ratio, 2),
+            num(self.ember.wall_s, 1),
+            num(self.torch.wall_s, 1),
+            num(self.ember.valid_loss, 4),
+            num(self.torch.valid_loss, 4),
+        )
+    }
+}
+
+/// Runs the comparison; see the module doc.
+pub fn run(args: &[String]) -> Result<ExitCode, String> {
+    let o = parse(args)?;
+    let ember = match &o.ember {
+        Some(bin) => bin.clone(),
+        None => build_ember()?,
+    };
+    let python = if o.torch {
+        torch_python()
+    } else {
+        Err("PyTorch columns skipped (--no-torch)".into())
+    };
+    if let Err(e) = &python {
+        println!("{e}");
+    }
+    std::fs::create_dir_all(&o.out)
+        .map_err(|e| format!("cannot create {}: {e}", o.out.display()))?;
+    println!(
+        "{}; {} thread(s); runs in {}",
+        machine(),
+        o.threads,
+        o.out.display()
+    );
+    let mut failed = false;
+    let mut torch_version = None;
+    let mut rows = Vec::new();
+    for name in &o.configs {
+        let config = config_path(name);
+        let text = std::fs::read_to_string(&config)
+            .map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+        let kind = data_kind(&text);
+        if !matches!(kind.as_str(), "lines" | "text") {
+            println!("{name}: skipped, data.kind = {kind:?} is not a character language model");
+            continue;
+        }
+        let epochs = o.epochs.unwrap_or(if kind == "text" { 1 } else { 2 });
+        let stem = config
+            .file_stem()
+            .map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned());
+        let dir = o.out.join(&stem);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+        }
+        let ember_figures = match run_ember(&ember, &config, &dir, epochs, &o.threads) {
+            Ok(f) => f,
+            Err(e) => {
+                println!("{stem}: {e}");
+                failed = true;
+                rows.push(Row {
+                    config: stem,
+                    epochs,
+                    ember: Figures::default(),
+                    torch: Figures::default(),
+                });
+                continue;
+            }
+        };
+        let torch_figures = match &python {
+            Ok(py) => match run_torch(py, &dir, epochs, &o.threads) {
+                Ok((f, version)) => {
+                    torch_version = torch_version.or(version);
+                    f
+                }
+                Err(e) => {
+                    println!("{stem}: PyTorch failed: {e}");
+                    failed = true;
+                    Figures::default()
+                }
+            },
+            Err(_) => Figures::default(),
+        };
+        let row = Row {
+            config: stem,
+            epochs,
+            ember: ember_figures,
+            torch: torch_figures,
+        };
+        println!("{}", row.line());
+        rows.push(row);
+    }
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| config | epochs | ember tok/s | PyTorch tok/s | ember / PyTorch | ember wall s | PyTorch wall s | ember valid loss | PyTorch valid loss |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in &rows {
+        let _ = writeln!(table, "{}", r.line());
+    }
+    println!(
+        "\nember {} (`ember train`, Flex backend), PyTorch {} (CPU), {} thread(s); {}\n\n{table}",
+        env!("CARGO_PKG_VERSION"),
+        torch_version.as_deref().unwrap_or("not run"),
+        o.threads,
+        machine()
+    );
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_kind_reads_the_data_table_only() {
+        let names = "name = \"n\"\n[data]\npath = \"a.txt\"\n[model]\nkind = \"lstm\"\n";
+        assert_eq!(data_kind(names), "lines");
+        let text =
+            "[data]\nkind = \"text\"   # a corpus\npath = \"t.txt\"\n[model]\nkind = \"gru\"\n";
+        assert_eq!(data_kind(text), "text");
+        assert_eq!(data_kind("[data.generated]\nkind = \"x\"\n"), "lines");
+    }
+}
