@@ -136,18 +136,11 @@ fn config_path(name: &str) -> PathBuf {
     }
 }
 
-/// Builds `ember` (release) with the feature set of the workspace's other builds, and returns
-/// the binary.
+/// Builds `ember` (release) as `cargo xtask train` does (`-p ember`: `cargo tree` shows the same
+/// features for its dependencies as a `--workspace` build), and returns the binary.
 fn build_ember() -> Result<PathBuf, String> {
     let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--quiet",
-        "--workspace",
-        "--bin",
-        "ember",
-    ]);
+    build.args(["build", "--release", "--quiet", "-p", "ember"]);
     let ok = build
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?
@@ -165,6 +158,40 @@ fn build_ember() -> Result<PathBuf, String> {
             "no ember binary at {} after the build (is the target directory set elsewhere? pass --ember PATH)",
             bin.display()
         ))
+    }
+}
+
+/// (idle, total) jiffies of all CPUs together, from `/proc/stat`.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
+    Some((idle, fields.iter().sum()))
+}
+
+/// Warns when other work keeps the CPUs busy during the second before a run: with every core
+/// asked for, a busy core slows both sides, PyTorch's OpenMP threads far more than ember's.
+fn warn_if_busy(what: &str) {
+    let Some((idle0, total0)) = cpu_times() else {
+        return;
+    };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let Some((idle1, total1)) = cpu_times() else {
+        return;
+    };
+    let busy = 1.0 - (idle1 - idle0) as f64 / (total1 - total0).max(1) as f64;
+    if busy > 0.2 {
+        println!(
+            "warning: the CPUs were {:.0}% busy before {what}: other work is running, its figures may be low",
+            100.0 * busy
+        );
     }
 }
 
@@ -260,7 +287,9 @@ fn run_torch(
     dir: &Path,
     epochs: usize,
     threads: &str,
+    stem: &str,
 ) -> Result<(Figures, Option<String>), String> {
+    warn_if_busy(&format!("PyTorch on {stem}"));
     let mut c = Command::new(python);
     c.current_dir(root())
         .arg(root().join("tools/bench/train_reference.py"))
@@ -360,6 +389,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
         }
+        warn_if_busy(&format!("ember on {stem}"));
         let ember_figures = match run_ember(&ember, &config, &dir, epochs, &o.threads) {
             Ok(f) => f,
             Err(e) => {
@@ -375,7 +405,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             }
         };
         let torch_figures = match &python {
-            Ok(py) => match run_torch(py, &dir, epochs, &o.threads) {
+            Ok(py) => match run_torch(py, &dir, epochs, &o.threads, &stem) {
                 Ok((f, version)) => {
                     torch_version = torch_version.or(version);
                     f

@@ -68,6 +68,13 @@ impl CharLmConfig {
 
 /// A character-level language model: `logits = head(dropout(body(embedding(tokens))))`, where
 /// the body is a stacked LSTM, GRU or RNN.
+///
+/// Initialised as PyTorch initialises `nn.Embedding`, `nn.LSTM`/`nn.GRU`/`nn.RNN` and
+/// `nn.Linear`:
+/// - embedding `N(0, 1)`;
+/// - every recurrent weight and bias `U(−1/√H, 1/√H)`;
+/// - head weight and bias `U(−1/√in, 1/√in)` (`nn.Linear`'s Kaiming-uniform with `a = √5`),
+///   `in` the body's output width.
 #[derive(Module, Debug)]
 pub struct CharLm<B: Backend> {
     /// Token embedding, `[vocab, embed_dim]`.
@@ -135,5 +142,60 @@ impl<B: Backend> CharLm<B> {
         );
         let vocab = logits.dims()[1];
         (logits.reshape([steps, batch, vocab]), state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::flex::FlexDevice;
+    use burn::backend::Flex;
+
+    use super::*;
+
+    fn values<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
+        t.into_data().iter::<f32>().collect()
+    }
+
+    /// `v` lies in `[−bound, bound]` and its largest `|value|` reaches `bound · 10^(−6/n)`
+    /// (a uniform draw of `n` values falls short of that with probability 10⁻⁶), so a wider or
+    /// a narrower initialiser fails.
+    fn uniform_within(what: &str, v: &[f32], bound: f32) {
+        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let reach = bound * 1e-6f32.powf(1.0 / v.len() as f32);
+        assert!(
+            v.iter().all(|x| x.is_finite() && x.abs() <= bound) && max >= reach,
+            "{what}: largest |value| {max}, PyTorch's bound {bound}"
+        );
+    }
+
+    #[test]
+    fn every_layer_starts_as_pytorch_initialises_it() {
+        let device = FlexDevice;
+        for kind in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn] {
+            let (vocab, embed, hidden) = (60, 48, 100);
+            let lm: CharLm<Flex> = CharLmConfig::new(vocab)
+                .with_kind(kind)
+                .with_embed_dim(embed)
+                .with_hidden_size(hidden)
+                .with_num_layers(2)
+                .init(&device)
+                .expect("a valid config");
+            let e = values(lm.embedding.weight.val());
+            let mean = e.iter().sum::<f32>() / e.len() as f32;
+            let sd = (e.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / e.len() as f32).sqrt();
+            // 2880 draws of N(0, 1): the mean's standard error is 0.019.
+            assert!(
+                mean.abs() < 0.1 && (sd - 1.0).abs() < 0.06,
+                "{kind:?} embedding: mean {mean}, sd {sd}"
+            );
+            let recurrent = 1.0 / (hidden as f32).sqrt();
+            for p in lm.body.torch_params("") {
+                uniform_within(&format!("{kind:?} {}", p.name()), &p.to_host().1, recurrent);
+            }
+            let head = 1.0 / (hidden as f32).sqrt();
+            uniform_within("head.weight", &values(lm.head.weight.val()), head);
+            let bias = lm.head.bias.as_ref().expect("the head has a bias").val();
+            uniform_within("head.bias", &values(bias), head);
+        }
     }
 }

@@ -797,4 +797,29 @@ mod tests {
         .unwrap();
         assert_eq!(ok.model.nonlinearity, Nonlinearity::Relu);
     }
+
+    #[test]
+    fn one_gradient_clip_at_a_time() {
+        let both = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[train]\ngrad_clip = 1.0\ngrad_clip_per_param = 0.5\n"
+        ))
+        .unwrap_err();
+        assert!(
+            both.starts_with(
+                "train.grad_clip (1, the global norm) and train.grad_clip_per_param (0.5)"
+            ) && !both.contains('\n'),
+            "{both}"
+        );
+        let per_param = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[train]\ngrad_clip = 0\ngrad_clip_per_param = 0.5\n"
+        ))
+        .unwrap();
+        assert_eq!(per_param.train.grad_clip_per_param, 0.5);
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[train]\ngrad_clip_per_param = -1\n"))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "train.grad_clip_per_param must be >= 0 (0 disables it), got -1"
+        );
+    }
 }

@@ -65,6 +65,8 @@ fn init_logging(log_file: &Path, tui: bool, append: bool) -> anyhow::Result<()> 
     let to_stderr = (!tui).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colour only on a terminal: a pipe or a CI log gets plain text.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
             .without_time()
             .with_filter(filter())

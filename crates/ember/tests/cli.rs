@@ -163,7 +163,7 @@ fn train_sample_and_protect_the_run() {
     let data = names_subset(dir.path(), 300);
     let cfg = tiny_config(dir.path(), &data, "");
     let cfg = cfg.to_str().unwrap();
-    let out = stdout(&ember(
+    let trained = ember(
         &[
             "train",
             "--config",
@@ -174,7 +174,13 @@ fn train_sample_and_protect_the_run() {
             "run",
         ],
         dir.path(),
-    ));
+    );
+    let log = String::from_utf8_lossy(&trained.stderr);
+    assert!(
+        log.contains("epoch 1") && !log.contains('\u{1b}'),
+        "a log to a pipe is plain text, without colour codes: {log}"
+    );
+    let out = stdout(&trained);
     assert!(
         out.contains("epoch 2/2 valid"),
         "plain renderer lines missing: {out}"
