@@ -155,7 +155,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 /// The Python with torch: `$EMBER_TORCH_PYTHON`, or `.venv-torch/`, set up on first use.
-fn torch_python() -> Result<PathBuf, String> {
+pub(crate) fn torch_python() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("EMBER_TORCH_PYTHON") {
         return Ok(p.into());
     }
@@ -188,12 +188,12 @@ fn torch_python() -> Result<PathBuf, String> {
 }
 
 /// The value of `"key":"..."` in a one-line JSON object.
-fn json_string(line: &str, key: &str) -> Option<String> {
+pub(crate) fn json_string(line: &str, key: &str) -> Option<String> {
     let rest = &line[line.find(&format!("\"{key}\": \""))? + key.len() + 5..];
     Some(rest[..rest.find('"')?].to_owned())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
