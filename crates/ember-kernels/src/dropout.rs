@@ -156,28 +156,28 @@ multiversion! {
 #[inline(always)]
 fn draws(key: [u32; 2], counter: u64) -> [u32; BLOCK] {
     const N: usize = BLOCK / 4;
+    use std::array::from_fn;
     // Word-major lanes, so each round is the same operation over sixteen lanes.
-    let mut c = [[0u32; N]; 4];
-    for lane in 0..N {
-        let n = counter + lane as u64;
-        c[0][lane] = n as u32;
-        c[1][lane] = (n >> 32) as u32;
-    }
+    let n = |lane: usize| counter + lane as u64;
+    let mut c: [[u32; N]; 4] = [
+        from_fn(|l| n(l) as u32),
+        from_fn(|l| (n(l) >> 32) as u32),
+        [0; N],
+        [0; N],
+    ];
     let mut k = key;
     for round in 0..10 {
         if round > 0 {
             k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
         }
-        let mut next = [[0u32; N]; 4];
-        for lane in 0..N {
-            let p0 = u64::from(M0) * u64::from(c[0][lane]);
-            let p1 = u64::from(M1) * u64::from(c[2][lane]);
-            next[0][lane] = (p1 >> 32) as u32 ^ c[1][lane] ^ k[0];
-            next[1][lane] = p1 as u32;
-            next[2][lane] = (p0 >> 32) as u32 ^ c[3][lane] ^ k[1];
-            next[3][lane] = p0 as u32;
-        }
-        c = next;
+        let p0: [u64; N] = from_fn(|l| u64::from(M0) * u64::from(c[0][l]));
+        let p1: [u64; N] = from_fn(|l| u64::from(M1) * u64::from(c[2][l]));
+        c = [
+            from_fn(|l| (p1[l] >> 32) as u32 ^ c[1][l] ^ k[0]),
+            from_fn(|l| p1[l] as u32),
+            from_fn(|l| (p0[l] >> 32) as u32 ^ c[3][l] ^ k[1]),
+            from_fn(|l| p0[l] as u32),
+        ];
     }
     std::array::from_fn(|i| c[i % 4][i / 4])
 }
@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_dropped_nan_or_infinity_stays_nan_as_in_pytorch() {
-        let x = vec![f32::NAN, f32::INFINITY, -1.0, 2.0];
+        let x = [f32::NAN, f32::INFINITY, -1.0, 2.0];
         let (y, keep) = forward(&x.repeat(64), Mask { key: 1, prob: 0.5 });
         for (i, (y, k)) in y.iter().zip(&keep).enumerate() {
             match (i % 4, *k) {
