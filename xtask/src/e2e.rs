@@ -23,6 +23,10 @@
 //! (time this `ember` binary instead of building one), `--out DIR` (the run directories,
 //! default `$TMPDIR/ember-bench-e2e`; they are kept for inspection and replaced on the next
 //! run). The table is printed, not recorded.
+//!
+//! Each run is watched for other processes' CPU time (`/proc/stat` against the run's own
+//! ticks); above a tenth of the machine a warning names the run, since a busy core slows both
+//! sides and PyTorch's OpenMP threads far more than ember's.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -161,38 +165,64 @@ fn build_ember() -> Result<PathBuf, String> {
     }
 }
 
-/// (idle, total) jiffies of all CPUs together, from `/proc/stat`.
-fn cpu_times() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
-    Some((idle, fields.iter().sum()))
+/// Clock ticks of the machine and of this process's children, to tell how much CPU time other
+/// processes took during a run.
+struct CpuTicks {
+    /// Idle ticks of all CPUs together (`/proc/stat`: idle + iowait).
+    idle: u64,
+    /// All ticks of all CPUs together.
+    total: u64,
+    /// CPU ticks of this process's finished children (`/proc/self/stat`: cutime + cstime).
+    children: u64,
 }
 
-/// Warns when other work keeps the CPUs busy during the second before a run: with every core
-/// asked for, a busy core slows both sides, PyTorch's OpenMP threads far more than ember's.
-fn warn_if_busy(what: &str) {
-    let Some((idle0, total0)) = cpu_times() else {
-        return;
-    };
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let Some((idle1, total1)) = cpu_times() else {
-        return;
-    };
-    let busy = 1.0 - (idle1 - idle0) as f64 / (total1 - total0).max(1) as f64;
-    if busy > 0.2 {
-        println!(
-            "warning: the CPUs were {:.0}% busy before {what}: other work is running, its figures may be low",
-            100.0 * busy
-        );
+impl CpuTicks {
+    fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields from the 3rd on, after the command name (which may hold spaces) in parentheses;
+        // cutime and cstime are the 16th and 17th.
+        let fields: Vec<&str> = me[me.rfind(')')? + 1..].split_whitespace().collect();
+        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        Some(Self {
+            idle: cpu.get(3)? + cpu.get(4).unwrap_or(&0),
+            total: cpu.iter().sum(),
+            children: tick(13)? + tick(14)?,
+        })
     }
+
+    /// Share of all CPUs' time since `self` that went to other processes than the run's.
+    fn others_since(&self) -> Option<f64> {
+        let now = Self::now()?;
+        let total = now.total.checked_sub(self.total)?.max(1);
+        let busy = total.saturating_sub(now.idle.checked_sub(self.idle)?);
+        let run = now.children.checked_sub(self.children)?;
+        Some(busy.saturating_sub(run) as f64 / total as f64)
+    }
+}
+
+/// Runs `f` (one training process, waited for) and adds a warning to `warnings` when other
+/// processes took more than a tenth of the CPUs meanwhile: with every core asked for, a busy
+/// core slows both sides, PyTorch's OpenMP threads far more than ember's.
+fn watched<T>(what: &str, warnings: &mut Vec<String>, f: impl FnOnce() -> T) -> T {
+    let before = CpuTicks::now();
+    let out = f();
+    if let Some(share) = before.and_then(|b| b.others_since()).filter(|&s| s > 0.1) {
+        let warning = format!(
+            "warning: other processes took {:.0}% of the CPUs during {what}: its figures may be low",
+            100.0 * share
+        );
+        println!("{warning}");
+        warnings.push(warning);
+    }
+    out
 }
 
 /// One implementation's figures on one config.
@@ -287,9 +317,7 @@ fn run_torch(
     dir: &Path,
     epochs: usize,
     threads: &str,
-    stem: &str,
 ) -> Result<(Figures, Option<String>), String> {
-    warn_if_busy(&format!("PyTorch on {stem}"));
     let mut c = Command::new(python);
     c.current_dir(root())
         .arg(root().join("tools/bench/train_reference.py"))
@@ -369,6 +397,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         o.out.display()
     );
     let mut failed = false;
+    let mut warnings = Vec::new();
     let mut torch_version = None;
     let mut rows = Vec::new();
     for name in &o.configs {
@@ -389,8 +418,10 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
         }
-        warn_if_busy(&format!("ember on {stem}"));
-        let ember_figures = match run_ember(&ember, &config, &dir, epochs, &o.threads) {
+        let ember_run = watched(&format!("ember on {stem}"), &mut warnings, || {
+            run_ember(&ember, &config, &dir, epochs, &o.threads)
+        });
+        let ember_figures = match ember_run {
             Ok(f) => f,
             Err(e) => {
                 println!("{stem}: {e}");
@@ -405,7 +436,9 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             }
         };
         let torch_figures = match &python {
-            Ok(py) => match run_torch(py, &dir, epochs, &o.threads, &stem) {
+            Ok(py) => match watched(&format!("PyTorch on {stem}"), &mut warnings, || {
+                run_torch(py, &dir, epochs, &o.threads)
+            }) {
                 Ok((f, version)) => {
                     torch_version = torch_version.or(version);
                     f
@@ -442,6 +475,9 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         o.threads,
         machine()
     );
+    for w in &warnings {
+        println!("{w}");
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         Some("bench-layer") => bench_layer(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("bench-e2e") => e2e::run(&args[1..]),
-        _ => Err("usage: cargo xtask <train|sample|eval|predict|inspect|export|lr-find|test|bench|bench-layer> [ARGS] (all but test and the benches take ember's arguments, e.g. --backend wgpu)".into()),
+        _ => Err("usage: cargo xtask <train|sample|eval|predict|inspect|export|lr-find|test|bench|bench-e2e|bench-layer> [ARGS] (all but test and the benches take ember's arguments, e.g. --backend wgpu)".into()),
     };
     match result {
         Ok(code) => code,
