@@ -1,9 +1,15 @@
 //! Dropout on plain `f32` buffers, with masks from a counter-based generator.
 //!
 //! ```text
-//! keep_i = philox(key, i / 4)[i % 4] ≥ p · 2³²        y_i = x_i · (keep_i ? 1 / (1 − p) : 0)
+//! keep_i = u_i ≥ round(p · 2¹⁶)        y_i = x_i · (keep_i ? 1 / (1 − p) : 0)
 //! dx_i   = dy_i · (keep_i ? 1 / (1 − p) : 0)
 //! ```
+//!
+//! `u_i` is a 16-bit half of a Philox word: element `i` of block `b = i / 128` (offset
+//! `e = i % 128`) is half `e % 2` (low first) of word `e / 32` of counter `16 b + (e % 32) / 2`,
+//! so sixteen counters fill a block with the words laid out as they are computed. Sixteen bits
+//! per element halve the generator's work; the drop rate is `p` rounded to a multiple of
+//! 2⁻¹⁶.
 //!
 //! The generator is Philox4×32-10 (Salmon et al., *Parallel random numbers: as easy as
 //! 1, 2, 3*, SC 2011), the one cuRAND and PyTorch's CUDA dropout use: element `i`'s draw is a
@@ -19,8 +25,11 @@ use crate::simd::multiversion;
 /// Elements per task on rayon's pool (a multiple of the generator's four outputs).
 const CHUNK: usize = 1 << 15;
 
-/// Elements per vectorised block: sixteen Philox counters.
-const BLOCK: usize = 64;
+/// Philox counters computed side by side.
+const LANES: usize = 16;
+
+/// Elements per vectorised block: eight 16-bit draws from each of [`LANES`] counters.
+const BLOCK: usize = 8 * LANES;
 
 /// Philox4×32's round multipliers.
 const M0: u32 = 0xD251_1F53;
@@ -56,11 +65,11 @@ pub struct Mask {
 }
 
 impl Mask {
-    /// Words below this are dropped: `p · 2³²`, rounded.
-    fn threshold(self) -> u32 {
-        (f64::from(self.prob) * 4_294_967_296.0)
+    /// Draws below this are dropped: `p · 2¹⁶`, rounded.
+    fn threshold(self) -> u16 {
+        (f64::from(self.prob) * 65_536.0)
             .round()
-            .min(f64::from(u32::MAX)) as u32
+            .min(f64::from(u16::MAX)) as u16
     }
 
     /// `1 / (1 − p)`, the factor a kept element is scaled by.
@@ -121,7 +130,7 @@ pub fn backward(dy: &mut [f32], keep: &[u8], scale: f32) {
 }
 
 multiversion! {
-    /// Dropout over one chunk whose first element has index `first` (a multiple of 4).
+    /// Dropout over one chunk whose first element has index `first` (a multiple of [`BLOCK`]).
     fn forward_chunk(x: &[f32], y: &mut [f32], keep: &mut [u8], first: u64, mask: Mask) {
         let threshold = mask.threshold();
         let scale = mask.scale();
@@ -132,7 +141,7 @@ multiversion! {
             .zip(keep.chunks_mut(BLOCK))
             .enumerate()
         {
-            let words = draws(key, (first + (block * BLOCK) as u64) / 4);
+            let words = draws(key, first / BLOCK as u64 + block as u64);
             for (((x, y), keep), &w) in x.iter().zip(y.iter_mut()).zip(keep.iter_mut()).zip(&words) {
                 let kept = w >= threshold;
                 *keep = u8::from(kept);
@@ -152,34 +161,41 @@ multiversion! {
     }
 }
 
-/// The [`BLOCK`] words of sixteen consecutive counters from `counter`, in element order.
+/// The [`BLOCK`] 16-bit draws of block `block`, in element order (see the module's doc).
 #[inline(always)]
-fn draws(key: [u32; 2], counter: u64) -> [u32; BLOCK] {
-    const N: usize = BLOCK / 4;
-    use std::array::from_fn;
+#[allow(clippy::needless_range_loop)]
+fn draws(key: [u32; 2], block: u64) -> [u16; BLOCK] {
     // Word-major lanes, so each round is the same operation over sixteen lanes.
-    let n = |lane: usize| counter + lane as u64;
-    let mut c: [[u32; N]; 4] = [
-        from_fn(|l| n(l) as u32),
-        from_fn(|l| (n(l) >> 32) as u32),
-        [0; N],
-        [0; N],
-    ];
+    let mut c = [[0u32; LANES]; 4];
+    for lane in 0..LANES {
+        let n = block * LANES as u64 + lane as u64;
+        c[0][lane] = n as u32;
+        c[1][lane] = (n >> 32) as u32;
+    }
     let mut k = key;
     for round in 0..10 {
         if round > 0 {
             k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
         }
-        let p0: [u64; N] = from_fn(|l| u64::from(M0) * u64::from(c[0][l]));
-        let p1: [u64; N] = from_fn(|l| u64::from(M1) * u64::from(c[2][l]));
-        c = [
-            from_fn(|l| (p1[l] >> 32) as u32 ^ c[1][l] ^ k[0]),
-            from_fn(|l| p1[l] as u32),
-            from_fn(|l| (p0[l] >> 32) as u32 ^ c[3][l] ^ k[1]),
-            from_fn(|l| p0[l] as u32),
-        ];
+        let mut next = [[0u32; LANES]; 4];
+        for lane in 0..LANES {
+            let p0 = u64::from(M0) * u64::from(c[0][lane]);
+            let p1 = u64::from(M1) * u64::from(c[2][lane]);
+            next[0][lane] = (p1 >> 32) as u32 ^ c[1][lane] ^ k[0];
+            next[1][lane] = p1 as u32;
+            next[2][lane] = (p0 >> 32) as u32 ^ c[3][lane] ^ k[1];
+            next[3][lane] = p0 as u32;
+        }
+        c = next;
     }
-    std::array::from_fn(|i| c[i % 4][i / 4])
+    let mut out = [0u16; BLOCK];
+    for (w, word) in c.iter().enumerate() {
+        for (lane, v) in word.iter().enumerate() {
+            out[w * 2 * LANES + 2 * lane] = *v as u16;
+            out[w * 2 * LANES + 2 * lane + 1] = (v >> 16) as u16;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -206,15 +222,32 @@ mod tests {
         );
     }
 
+    /// Element `i`'s draw by the module doc's definition, from [`philox`] alone.
+    fn draw(key: [u32; 2], i: u64) -> u16 {
+        let (block, e) = (i / BLOCK as u64, i % BLOCK as u64);
+        let n = block * LANES as u64 + (e % 32) / 2;
+        let word = philox([n as u32, (n >> 32) as u32, 0, 0], key)[(e / 32) as usize];
+        if e % 2 == 0 {
+            word as u16
+        } else {
+            (word >> 16) as u16
+        }
+    }
+
     #[test]
-    fn the_blocked_draws_are_philoxs_words_in_order() {
+    fn the_blocked_draws_are_the_defined_halves_of_philoxs_words() {
         let key = [0x1234_5678, 0x9abc_def0];
-        let counter = (1u64 << 32) - 3;
-        let words = draws(key, counter);
-        for (i, w) in words.iter().enumerate() {
-            let n = counter + (i / 4) as u64;
-            let want = philox([n as u32, (n >> 32) as u32, 0, 0], key)[i % 4];
-            assert_eq!(*w, want, "word {i}");
+        // Counters that cross 2³², where the high counter word starts to count.
+        let block = (1u64 << 32) / LANES as u64 - 1;
+        for b in [0, 1, block, block + 1] {
+            let words = draws(key, b);
+            for (e, w) in words.iter().enumerate() {
+                assert_eq!(
+                    *w,
+                    draw(key, b * BLOCK as u64 + e as u64),
+                    "block {b} element {e}"
+                );
+            }
         }
     }
 
@@ -284,8 +317,8 @@ mod tests {
         let mask = Mask { key: 5, prob: 0.25 };
         let (_, keep) = forward(&x, mask);
         for (i, k) in keep.iter().enumerate() {
-            let w = philox([(i / 4) as u32, 0, 0, 0], mask.key_words())[i % 4];
-            assert_eq!(*k == 1, w >= mask.threshold(), "element {i}");
+            let u = draw(mask.key_words(), i as u64);
+            assert_eq!(*k == 1, u >= mask.threshold(), "element {i}");
         }
     }
 
