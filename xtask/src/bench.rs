@@ -42,6 +42,11 @@ const WORKLOADS: &[Workload] = &[
         torch_key: "tokens_per_s",
     },
     Workload {
+        name: "char-LM LSTM 2x256 (shakespeare-lstm without dropout: the cost of dropout), B32 T100 V65",
+        args: &["--task", "charlm", "--model", "lstm", "--embed", "64", "--dropout", "0", "--clip", "1"],
+        torch_key: "tokens_per_s",
+    },
+    Workload {
         name: "char-LM GRU 2x256 (embed 64, dropout 0.2, clip 1), B32 T100 V65",
         args: &[
             "--task",
