@@ -376,6 +376,13 @@ impl Row {
 /// Runs the comparison; see the module doc.
 pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let o = parse(args)?;
+    // A misspelt name is one line before any PyTorch set-up or training.
+    if let Some(missing) = o.configs.iter().find(|n| !config_path(n).is_file()) {
+        return Err(format!(
+            "no config {} (--configs takes names under configs/, e.g. names-lstm)",
+            config_path(missing).display()
+        ));
+    }
     let ember = match &o.ember {
         Some(bin) => bin.clone(),
         None => build_ember()?,
