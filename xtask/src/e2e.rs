@@ -13,13 +13,20 @@
 //!    it knowingly differs). Its wall time covers data preparation and every epoch, not
 //!    Python's start-up and `import torch`.
 //!
+//! A second table compares the two at the same wall time: `W` is the earlier finisher's time
+//! (the sum of its epochs' seconds, training and validation, as `metrics.csv` and the
+//! reference's `epoch_seconds` give them; start-up and data preparation are left out on both
+//! sides), and each side shows the validation loss of its last epoch that ended by `W`. With
+//! `--full` every config trains for its own `train.epochs` (the shipped schedule), which makes
+//! this the quality row: a faster implementation fits more epochs into `W`.
+//!
 //! Training tokens/s is, for both, valid target tokens over the seconds of the training passes
 //! (batching, forward, backward, clipping, optimiser; validation excluded), over all epochs:
 //! the harmonic mean of `metrics.csv`'s per-epoch `train_tokens_per_second`, since every epoch
 //! has the same tokens. The validation loss is the last epoch's, in nats per character.
 //!
 //! Options: `--configs a,b` (names under `configs/`, or paths), `--epochs N` (default 2 for
-//! lines configs, 1 for text), `--threads N` (default: all cores), `--no-torch`, `--ember PATH`
+//! lines configs, 1 for text), `--full` (each config's own epochs), `--threads N` (default: all cores), `--no-torch`, `--ember PATH`
 //! (time this `ember` binary instead of building one), `--out DIR` (the run directories,
 //! default `$TMPDIR/ember-bench-e2e`; they are kept for inspection and replaced on the next
 //! run). The table is printed, not recorded.
@@ -39,6 +46,7 @@ use crate::{cargo, json_line, json_number, root};
 struct Options {
     configs: Vec<String>,
     epochs: Option<usize>,
+    full: bool,
     threads: String,
     torch: bool,
     ember: Option<PathBuf>,
@@ -50,6 +58,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         configs: Vec::new(),
         epochs: None,
+        full: false,
         threads: cores.to_string(),
         torch: true,
         ember: None,
@@ -75,16 +84,23 @@ fn parse(args: &[String]) -> Result<Options, String> {
                         .ok_or(format!("--epochs {v}: expected a number >= 1"))?,
                 )
             }
+            "--full" => o.full = true,
             "--threads" => o.threads = value()?,
             "--no-torch" => o.torch = false,
             "--ember" => o.ember = Some(PathBuf::from(value()?)),
             "--out" => o.out = PathBuf::from(value()?),
             other => {
                 return Err(format!(
-                    "unknown option {other} (--configs a,b, --epochs N, --threads N, --no-torch, --ember PATH, --out DIR)"
+                    "unknown option {other} (--configs a,b, --epochs N, --full, --threads N, --no-torch, --ember PATH, --out DIR)"
                 ))
             }
         }
+    }
+    if o.full && o.epochs.is_some() {
+        return Err(
+            "--full trains each config for its own epochs: give --full or --epochs N, not both"
+                .into(),
+        );
     }
     if o.configs.is_empty() {
         o.configs = language_configs()?;
@@ -226,16 +242,57 @@ fn watched<T>(what: &str, warnings: &mut Vec<String>, f: impl FnOnce() -> T) -> 
 }
 
 /// One implementation's figures on one config.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Figures {
     tokens_per_s: Option<f64>,
     wall_s: Option<f64>,
     valid_loss: Option<f64>,
     epochs: Option<usize>,
+    /// After each epoch: the seconds of all epochs so far and the validation loss.
+    curve: Vec<(f64, f64)>,
 }
 
-/// Tokens/s over all epochs and the last validation loss, from a run's `metrics.csv`.
-fn read_metrics(dir: &Path) -> Result<(f64, f64, usize), String> {
+/// `(seconds, loss)` after each epoch from per-epoch seconds and validation losses.
+fn curve(epoch_seconds: &[f64], losses: &[f64]) -> Vec<(f64, f64)> {
+    let mut elapsed = 0.0;
+    epoch_seconds
+        .iter()
+        .zip(losses)
+        .map(|(s, l)| {
+            elapsed += s;
+            (elapsed, *l)
+        })
+        .collect()
+}
+
+/// Where two runs stand at the same wall time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SameTime {
+    /// The earlier finisher's seconds (the sum of its epochs).
+    seconds: f64,
+    /// Each side's epochs ended by then and the last one's validation loss (`None`: no epoch).
+    ember: Option<(usize, f64)>,
+    torch: Option<(usize, f64)>,
+}
+
+/// The two curves at the earlier finisher's time; `None` when either run has no epoch.
+fn same_time(ember: &[(f64, f64)], torch: &[(f64, f64)]) -> Option<SameTime> {
+    let seconds = ember.last()?.0.min(torch.last()?.0);
+    // The last epoch that ended by `seconds` (the earlier finisher's own last one included).
+    let at = |c: &[(f64, f64)]| {
+        let done = c.iter().take_while(|(t, _)| *t <= seconds).count();
+        (done > 0).then(|| (done, c[done - 1].1))
+    };
+    Some(SameTime {
+        seconds,
+        ember: at(ember),
+        torch: at(torch),
+    })
+}
+
+/// Tokens/s over all epochs, the last validation loss, the epochs and the curve, from a run's
+/// `metrics.csv` (the wall time is the caller's).
+fn read_metrics(dir: &Path) -> Result<Figures, String> {
     let path = dir.join("metrics.csv");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -248,7 +305,9 @@ fn read_metrics(dir: &Path) -> Result<(f64, f64, usize), String> {
             .ok_or(format!("{} has no column {name}", path.display()))
     };
     let (valid, tps) = (column("valid_loss")?, column("train_tokens_per_second")?);
+    let seconds = column("seconds")?;
     let (mut inverse_sum, mut epochs, mut last) = (0.0, 0, f64::NAN);
+    let (mut epoch_seconds, mut losses) = (Vec::new(), Vec::new());
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let cells: Vec<&str> = line.split(',').collect();
         let number = |i: usize| {
@@ -259,20 +318,29 @@ fn read_metrics(dir: &Path) -> Result<(f64, f64, usize), String> {
         };
         inverse_sum += 1.0 / number(tps)?;
         last = number(valid)?;
+        epoch_seconds.push(number(seconds)?);
+        losses.push(last);
         epochs += 1;
     }
     if epochs == 0 {
         return Err(format!("{} has no epoch", path.display()));
     }
-    Ok((epochs as f64 / inverse_sum, last, epochs))
+    Ok(Figures {
+        tokens_per_s: Some(epochs as f64 / inverse_sum),
+        wall_s: None,
+        valid_loss: Some(last),
+        epochs: Some(epochs),
+        curve: curve(&epoch_seconds, &losses),
+    })
 }
 
-/// Trains `config` with ember into `dir` for `epochs` epochs; the log goes to `<dir>.log`.
+/// Trains `config` with ember into `dir` for `epochs` epochs (`None`: the config's); the log
+/// goes to `<dir>.log`.
 fn run_ember(
     ember: &Path,
     config: &Path,
     dir: &Path,
-    epochs: usize,
+    epochs: Option<usize>,
     threads: &str,
 ) -> Result<Figures, String> {
     let mut c = Command::new(ember);
@@ -282,8 +350,11 @@ fn run_ember(
         .arg(config)
         .arg("--artifacts")
         .arg(dir)
-        .args(["--no-tui", "--overwrite", "--epochs", &epochs.to_string()])
+        .args(["--no-tui", "--overwrite"])
         .env("RAYON_NUM_THREADS", threads);
+    if let Some(n) = epochs {
+        c.args(["--epochs", &n.to_string()]);
+    }
     let started = Instant::now();
     let out = c
         .output()
@@ -302,20 +373,29 @@ fn run_ember(
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ));
     }
-    let (tps, loss, done) = read_metrics(dir)?;
     Ok(Figures {
-        tokens_per_s: Some(tps),
         wall_s: Some(wall),
-        valid_loss: Some(loss),
-        epochs: Some(done),
+        ..read_metrics(dir)?
     })
 }
 
-/// Trains the reference on the data of the ember run in `dir`; returns its figures and version.
+/// The numbers of the array `key` in a JSON line, e.g. `"key": [1.5, 2]`.
+fn json_numbers(line: &str, key: &str) -> Option<Vec<f64>> {
+    let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
+    let rest = rest.trim_start().strip_prefix('[')?;
+    rest[..rest.find(']')?]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// Trains the reference on the data of the ember run in `dir` for `epochs` epochs (`None`: the
+/// run's config's); returns its figures and version.
 fn run_torch(
     python: &Path,
     dir: &Path,
-    epochs: usize,
+    epochs: Option<usize>,
     threads: &str,
 ) -> Result<(Figures, Option<String>), String> {
     let mut c = Command::new(python);
@@ -323,15 +403,21 @@ fn run_torch(
         .arg(root().join("tools/bench/train_reference.py"))
         .arg("--run")
         .arg(dir)
-        .args(["--epochs", &epochs.to_string(), "--threads", threads])
-        .args(["--json", "--quiet"])
+        .args(["--threads", threads, "--json", "--quiet"])
         .env("OMP_NUM_THREADS", threads);
+    if let Some(n) = epochs {
+        c.args(["--epochs", &n.to_string()]);
+    }
     let line = json_line(c)?;
     let figures = Figures {
         tokens_per_s: json_number(&line, "train_tokens_per_s"),
         wall_s: json_number(&line, "wall_s"),
         valid_loss: json_number(&line, "final_valid_loss"),
         epochs: json_number(&line, "epochs").map(|e| e as usize),
+        curve: json_numbers(&line, "epoch_seconds")
+            .zip(json_numbers(&line, "valid_losses"))
+            .map(|(s, l)| curve(&s, &l))
+            .unwrap_or_default(),
     };
     Ok((figures, json_string(&line, "torch")))
 }
@@ -339,7 +425,7 @@ fn run_torch(
 /// One line of the table.
 struct Row {
     config: String,
-    epochs: usize,
+    epochs: Option<usize>,
     ember: Figures,
     torch: Figures,
 }
@@ -357,7 +443,7 @@ impl Row {
         let epochs = match (self.ember.epochs, self.torch.epochs) {
             (Some(e), Some(t)) if e != t => format!("{e} (PyTorch {t})"),
             (Some(e), _) | (None, Some(e)) => e.to_string(),
-            (None, None) => self.epochs.to_string(),
+            (None, None) => self.epochs.map_or("config's".into(), |e| e.to_string()),
         };
         format!(
             "| {} | {epochs} | {} | {} | {} | {} | {} | {} | {} |",
@@ -370,6 +456,27 @@ impl Row {
             num(self.ember.valid_loss, 4),
             num(self.torch.valid_loss, 4),
         )
+    }
+
+    /// The line of the same-wall-time table, when both runs have epochs.
+    fn same_time_line(&self) -> Option<String> {
+        let at = same_time(&self.ember.curve, &self.torch.curve)?;
+        let side = |s: Option<(usize, f64)>| {
+            s.map_or(("0".into(), "–".into()), |(e, l)| {
+                (e.to_string(), format!("{l:.4}"))
+            })
+        };
+        let ((ee, el), (te, tl)) = (side(at.ember), side(at.torch));
+        let verdict = match (at.ember, at.torch) {
+            (Some((_, e)), Some((_, t))) if e <= t => "ember",
+            (Some(_), Some(_)) => "PyTorch",
+            (Some(_), None) => "ember (PyTorch had no epoch)",
+            (None, _) => "PyTorch (ember had no epoch)",
+        };
+        Some(format!(
+            "| {} | {:.1} | {ee} | {el} | {te} | {tl} | {verdict} |",
+            self.config, at.seconds
+        ))
     }
 }
 
@@ -416,7 +523,11 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             println!("{name}: skipped, data.kind = {kind:?} is not a character language model");
             continue;
         }
-        let epochs = o.epochs.unwrap_or(if kind == "text" { 1 } else { 2 });
+        let epochs = if o.full {
+            None
+        } else {
+            Some(o.epochs.unwrap_or(if kind == "text" { 1 } else { 2 }))
+        };
         let stem = config
             .file_stem()
             .map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned());
@@ -482,6 +593,15 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         o.threads,
         machine()
     );
+    let same: Vec<String> = rows.iter().filter_map(Row::same_time_line).collect();
+    if !same.is_empty() {
+        println!(
+            "At the same wall time (the earlier finisher's epochs, training and validation; the lower loss wins):\n\n\
+             | config | seconds | ember epochs | ember valid loss | PyTorch epochs | PyTorch valid loss | lower loss |\n\
+             |---|---|---|---|---|---|---|\n{}\n",
+            same.join("\n")
+        );
+    }
     for w in &warnings {
         println!("{w}");
     }
@@ -495,6 +615,35 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_time_takes_each_sides_last_epoch_by_the_earlier_finish() {
+        let ember = curve(&[10.0, 10.0, 10.0, 10.0], &[2.0, 1.8, 1.7, 1.65]);
+        let torch = curve(&[14.0, 14.0, 14.0], &[1.9, 1.75, 1.7]);
+        let at = same_time(&ember, &torch).expect("both have epochs");
+        assert_eq!(at.seconds, 40.0);
+        assert_eq!(at.ember, Some((4, 1.65)));
+        assert_eq!(at.torch, Some((2, 1.75)));
+        let slow = curve(&[50.0], &[1.9]);
+        let at = same_time(&slow, &torch).expect("both have epochs");
+        assert_eq!(
+            (at.seconds, at.ember, at.torch),
+            (42.0, None, Some((3, 1.7)))
+        );
+        assert_eq!(same_time(&[], &torch), None);
+    }
+
+    #[test]
+    fn json_numbers_reads_an_array() {
+        let line = r#"{"valid_losses": [1.5, 2, 3e-1], "epochs": 3, "empty": []}"#;
+        assert_eq!(
+            json_numbers(line, "valid_losses"),
+            Some(vec![1.5, 2.0, 0.3])
+        );
+        assert_eq!(json_numbers(line, "empty"), Some(vec![]));
+        assert_eq!(json_numbers(line, "epochs"), None);
+        assert_eq!(json_numbers(line, "missing"), None);
+    }
 
     #[test]
     fn data_kind_reads_the_data_table_only() {

@@ -66,7 +66,7 @@ pub struct Mask {
 
 impl Mask {
     /// Draws below this are dropped: `p · 2¹⁶`, rounded.
-    fn threshold(self) -> u16 {
+    pub fn threshold(self) -> u16 {
         (f64::from(self.prob) * 65_536.0)
             .round()
             .min(f64::from(u16::MAX)) as u16
@@ -80,6 +80,14 @@ impl Mask {
     fn key_words(self) -> [u32; 2] {
         [self.key as u32, (self.key >> 32) as u32]
     }
+}
+
+/// The key folded from three 24-bit draws `d` (each below 2²⁴):
+/// `d₀ · 2⁴⁸ + d₁ · 2²⁴ + d₂` modulo 2⁶⁴ (the bits combine by `xor`), so the low word is
+/// `d₁ · 2²⁴ ^ d₂` and the high word `d₀ · 2¹⁶ ^ d₁ / 2⁸`, all modulo 2³², as a GPU kernel without
+/// 64-bit integers folds them.
+pub fn key_of(d: [u32; 3]) -> u64 {
+    d.iter().fold(0u64, |key, &d| (key << 24) ^ u64::from(d))
 }
 
 /// Applies dropout to `x`: returns `y` and the mask (1 where kept, 0 where dropped), one byte
@@ -220,6 +228,25 @@ mod tests {
             ),
             [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
         );
+    }
+
+    /// The fold's words are the ones its doc gives, for draws with every bit set and none.
+    #[test]
+    fn the_key_of_three_draws_has_the_documented_words() {
+        for d in [
+            [0xFF_FFFF, 0xFF_FFFF, 0xFF_FFFF],
+            [1, 2, 3],
+            [0xAB_CDEF, 0x12_3456, 0],
+        ] {
+            let key = key_of(d);
+            assert_eq!(key as u32, (d[1] << 24) ^ d[2], "{d:?}: low word");
+            assert_eq!(
+                (key >> 32) as u32,
+                (d[0] << 16) ^ (d[1] >> 8),
+                "{d:?}: high word"
+            );
+        }
+        assert_ne!(key_of([1, 2, 3]), key_of([1, 3, 2]));
     }
 
     /// Element `i`'s draw by the module doc's definition, from [`philox`] alone.

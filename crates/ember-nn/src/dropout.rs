@@ -1,4 +1,4 @@
-//! Dropout at PyTorch's cost on Burn's CPU backends.
+//! Dropout at PyTorch's cost on Burn's CPU backends and on wgpu.
 //!
 //! ```text
 //! training:   y = m ⊙ x / (1 − p),   m_i ~ Bernoulli(1 − p)      inference:   y = x
@@ -10,7 +10,9 @@
 //! on [`ember_kernels::dropout`]: Philox masks drawn in blocks on rayon's threads, applied in
 //! the same pass, kept as one byte per element for the backward pass. The key of each call is
 //! drawn from the backend's own generator, so `B::seed` makes the masks repeatable as it does
-//! Burn's. Every other backend (wgpu), and `EMBER_UNFUSED=1`, runs Burn's `Dropout`. As with
+//! Burn's. On `Autodiff<Wgpu>` it is one CubeCL kernel and one node (`cube::dropout`, the same
+//! masks for the same key, recomputed in backward instead of kept). Every other backend, and
+//! `EMBER_UNFUSED=1`, runs Burn's `Dropout`. As with
 //! Burn's, dropout acts only where the backend tracks gradients (`B::ad_enabled`): a model
 //! after `valid()` is the identity.
 
@@ -38,8 +40,17 @@ pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> 
     let flat = x.reshape([shape.iter().product::<usize>()]);
     let y = autodiff_as::<B, Flex>(flat, layer.prob)
         .or_else(|x| autodiff_as::<B, NdArray>(x, layer.prob))
+        .or_else(|x| on_gpu(x, layer.prob))
         .unwrap_or_else(|x| layer.forward(x));
     y.reshape(shape)
+}
+
+/// The CubeCL kernel's dropout node where `B` is `Autodiff<Wgpu>`; else `x` back.
+fn on_gpu<B: Backend>(x: Tensor<B, 1>, prob: f64) -> Result<Tensor<B, 1>, Tensor<B, 1>> {
+    #[cfg(feature = "cube")]
+    return crate::cube::dropout(x, prob);
+    #[cfg(not(feature = "cube"))]
+    Err(x)
 }
 
 /// A fresh key from the backend's generator (the one `B::seed` sets): three 24-bit draws.
@@ -49,9 +60,7 @@ fn key<B: Backend>(device: &B::Device) -> u64 {
         Distribution::Uniform(0.0, 16_777_216.0),
         device,
     ));
-    draws
-        .iter()
-        .fold(0u64, |key, &d| (key << 24) ^ u64::from(d as u32))
+    ember_kernels::dropout::key_of([0, 1, 2].map(|i| draws[i] as u32))
 }
 
 /// What the node keeps for its backward pass: the mask, one byte per element, and the scale.
@@ -180,6 +189,20 @@ mod tests {
     fn the_node_is_dropout_with_its_gradient_on_flex_and_ndarray() {
         matches_the_definition::<Autodiff<Flex>>(&FlexDevice);
         matches_the_definition::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
+    }
+
+    /// The CubeCL node on wgpu (lavapipe in CI): the definition, and one seed's masks.
+    #[cfg(feature = "cube")]
+    #[test]
+    fn the_kernel_node_is_dropout_with_its_gradient_on_wgpu() {
+        use burn::backend::wgpu::WgpuDevice;
+        use burn::backend::Wgpu;
+        let device = WgpuDevice::default();
+        matches_the_definition::<Autodiff<Wgpu>>(&device);
+        let a = masks::<Autodiff<Wgpu>>(&device, 7);
+        assert_eq!(a, masks::<Autodiff<Wgpu>>(&device, 7));
+        assert_ne!(a[0], a[1], "two calls draw two masks");
+        assert_ne!(a, masks::<Autodiff<Wgpu>>(&device, 8));
     }
 
     /// The masks of `B` after `seed`, for two calls.

@@ -12,7 +12,11 @@
 //!
 //! With `EMBER_PERSISTENT=1`, an LSTM without `proj_size` goes further ([`sequence`]): its
 //! whole recurrence is one persistent kernel launch, one cube per batch row.
+//!
+//! Dropout on `Autodiff<Wgpu>` is one kernel and one node too ([`mod@dropout`]): Philox masks,
+//! the CPU's for the same key, drawn and applied in one pass and recomputed in backward.
 
+mod dropout;
 mod kernels;
 mod sequence;
 
@@ -305,6 +309,11 @@ mod wgpu {
     }
 
     #[inline(never)]
+    pub(super) fn dropout_tracked(x: FloatTensor<Ad>, prob: f64) -> FloatTensor<Ad> {
+        super::dropout::tracked::<Wgpu, NoCheckpointing>(x, prob)
+    }
+
+    #[inline(never)]
     pub(super) fn gru_plain(
         x: FloatTensor<Wgpu>,
         g: FloatTensor<Wgpu>,
@@ -378,6 +387,21 @@ pub(crate) fn gru<B: Backend>(
         |[x, g, h]| wgpu::gru_plain(x, g, h),
         |[x, g, h]| wgpu::gru_tracked(x, g, h),
     )
+}
+
+/// Dropout of the flat `x` with probability `prob` in one kernel, as one autodiff node, when
+/// `B` is `Autodiff<Wgpu>`; else `x` back. The caller checks `prob > 0` and
+/// [`crate::fused::enabled`].
+pub(crate) fn dropout<B: Backend>(
+    x: Tensor<B, 1>,
+    prob: f64,
+) -> Result<Tensor<B, 1>, Tensor<B, 1>> {
+    if TypeId::of::<B>() != TypeId::of::<Autodiff<Wgpu>>() {
+        return Err(x);
+    }
+    let x: Tensor<Autodiff<Wgpu>, 1> = cast(x).expect("B is Autodiff<Wgpu>");
+    let y = tensor::<Autodiff<Wgpu>, 1>(wgpu::dropout_tracked(primitive(x), prob));
+    Ok(cast(y).expect("B is Autodiff<Wgpu>"))
 }
 
 #[cfg(test)]
