@@ -12,6 +12,19 @@ use burn::prelude::*;
 
 use crate::NnError;
 
+/// A row-major `[rows, cols]` matrix as `[cols, rows]`: PyTorch's `nn.Linear` weight
+/// (`[out, in]`) as Burn's `Linear` holds it (`[in, out]`), and back.
+pub fn transpose(shape: &[usize], values: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let (rows, cols) = (shape[0], shape[1]);
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    (vec![cols, rows], out)
+}
+
 /// Float tensors by PyTorch name, as read from a `state_dict`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TorchTensors {

@@ -120,17 +120,6 @@ fn find_layout(raw: &Raw, path: &Path) -> Result<Layout, TrainError> {
     }
 }
 
-fn transpose(shape: &[usize], values: &[f32]) -> (Vec<usize>, Vec<f32>) {
-    let (rows, cols) = (shape[0], shape[1]);
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    (vec![cols, rows], out)
-}
-
 /// Builds the [`CharLm`] of `config` and `vocab` from a PyTorch file; every tensor must be used
 /// and have the shape the config implies.
 pub fn char_lm_from_torch<B: Backend>(
@@ -147,7 +136,7 @@ pub fn char_lm_from_torch<B: Backend>(
     for (name, (shape, values)) in raw {
         // PyTorch's Linear weight is [out, in]; Burn's is [in, out].
         let (shape, values) = if name == head_weight {
-            transpose(&shape, &values)
+            ember_nn::torch::transpose(&shape, &values)
         } else {
             (shape, values)
         };

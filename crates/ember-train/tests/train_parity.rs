@@ -15,6 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::TrainOutput;
 use ember_data::{SequenceBatch, StreamBatch};
 use ember_nn::clip::clip_global_norm;
+use ember_nn::torch::transpose;
 use ember_nn::{
     CellKind, CharLm, CharLmConfig, ClipGlobalNorm, FusedAdam, FusedAdamW, TorchTensors,
 };
@@ -70,18 +71,6 @@ fn close(a: f32, b: f32, tolerance: f32) -> bool {
     a.is_finite() && b.is_finite() && (a - b).abs() <= tolerance * (1.0 + b.abs())
 }
 
-/// Row-major `[rows, cols]` → `[cols, rows]`.
-fn transposed(shape: &[usize], values: &[f32]) -> (Vec<usize>, Vec<f32>) {
-    let (rows, cols) = (shape[0], shape[1]);
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    (vec![cols, rows], out)
-}
-
 /// The fixture's model with its initial weights (`embed`, `rnn`, `head`, as the user's class
 /// names them).
 fn model<B: Backend>(case: &Value, device: &B::Device) -> StreamLanguageModel<B> {
@@ -103,7 +92,7 @@ fn model<B: Backend>(case: &Value, device: &B::Device) -> StreamLanguageModel<B>
         let (shape, values) = tensor_of(v);
         // PyTorch's Linear weight is [out, in]; Burn's is [in, out].
         let (shape, values) = if name == "head.weight" {
-            transposed(&shape, &values)
+            transpose(&shape, &values)
         } else {
             (shape, values)
         };
@@ -237,7 +226,7 @@ fn replays<B: AutodiffBackend>(name: &str, weights: f32, device: &B::Device) {
         .collect();
     let values = |t: Tensor<B, 2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
     let [vocab, width] = lm.head.weight.val().dims();
-    let head = transposed(&[vocab, width], &values(lm.head.weight.val())).1;
+    let head = transpose(&[vocab, width], &values(lm.head.weight.val())).1;
     got.push(("embed.weight".into(), values(lm.embedding.weight.val())));
     got.push(("head.weight".into(), head));
     let bias = lm.head.bias.expect("the head has a bias").val();
