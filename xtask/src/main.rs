@@ -12,9 +12,10 @@
 //!   tokens/s of one recurrent layer, ember against PyTorch on the same shapes and thread count,
 //!   and their ratio. PyTorch comes from `$EMBER_TORCH_PYTHON` or `.venv-torch/`
 //!   (`bash tools/bench/setup-torch.sh .venv-torch`); without it only ember's column is shown.
-//! - `cargo xtask bench-e2e [--configs a,b] [--epochs N] [--threads N] [--no-torch]`: `ember train`
-//!   as users run it against a PyTorch reference of the same loop on the same data, per character-LM
-//!   config: training tokens/s, wall time and final validation loss (see `xtask/src/e2e.rs`).
+//! - `cargo xtask bench-e2e [--configs a,b] [--epochs N | --full] [--threads N] [--no-torch]`:
+//!   `ember train` as users run it against a PyTorch reference of the same loop on the same data,
+//!   per character-LM config: training tokens/s, wall time and final validation loss, then both
+//!   validation losses at the same wall time (see `xtask/src/e2e.rs`).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
