@@ -26,10 +26,10 @@
 //! has the same tokens. The validation loss is the last epoch's, in nats per character.
 //!
 //! Options: `--configs a,b` (names under `configs/`, or paths), `--epochs N` (default 2 for
-//! lines configs, 1 for text), `--full` (each config's own epochs), `--threads N` (default: all cores), `--no-torch`, `--ember PATH`
-//! (time this `ember` binary instead of building one), `--out DIR` (the run directories,
-//! default `$TMPDIR/ember-bench-e2e`; they are kept for inspection and replaced on the next
-//! run). The table is printed, not recorded.
+//! lines configs, 1 for text), `--full` (each config's own epochs), `--threads N` (default:
+//! all cores), `--no-torch`, `--ember PATH` (time this `ember` binary instead of building one),
+//! `--out DIR` (the run directories, default `$TMPDIR/ember-bench-e2e`; they are kept for
+//! inspection and replaced on the next run). The tables are printed, not recorded.
 //!
 //! Each run is watched for other processes' CPU time (`/proc/stat` against the run's own
 //! ticks); above a tenth of the machine a warning names the run, since a busy core slows both

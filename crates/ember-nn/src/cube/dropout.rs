@@ -1,4 +1,5 @@
-//! Dropout on wgpu as one autodiff node: one CubeCL kernel draws the Philox mask and applies it.
+//! Dropout on wgpu as one autodiff node: one CubeCL kernel draws the Philox mask and applies
+//! it.
 //!
 //! ```text
 //! y_i = x_i · (u_i ≥ round(p · 2¹⁶) ? 1 / (1 − p) : 0)        dx_i = dy_i · (same factor)
@@ -47,24 +48,9 @@ fn mul_hi(a: u32, b: u32) -> u32 {
     ah * bh + (lh >> 16u32) + (hl >> 16u32) + (mid >> 16u32)
 }
 
-/// `y[i] = x[i] · (draw ≥ threshold ? scale : 0)` for element `i` below `n`: a product, so a
-/// dropped NaN stays NaN, as in PyTorch.
-#[cube]
-fn apply_one(
-    x: &Array<f32>,
-    y: &mut Array<f32>,
-    i: usize,
-    n: usize,
-    draw: u32,
-    threshold: u32,
-    scale: f32,
-) {
-    if i < n {
-        y[i] = x[i] * select(draw >= threshold, scale, 0.0f32);
-    }
-}
-
-/// Both 16-bit halves of Philox word `word` onto elements `i` and `i + 1`.
+/// Both 16-bit halves of Philox word `word` onto elements `i` and `i + 1` (those below `n`):
+/// `y = x · (draw ≥ threshold ? scale : 0)`, a product, so a dropped NaN stays NaN, as in
+/// PyTorch.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn apply_word(
@@ -76,13 +62,17 @@ fn apply_word(
     threshold: u32,
     scale: f32,
 ) {
-    apply_one(x, y, i, n, word & 0xFFFFu32, threshold, scale);
-    apply_one(x, y, i + 1, n, word >> 16u32, threshold, scale);
+    if i < n {
+        y[i] = x[i] * select((word & 0xFFFFu32) >= threshold, scale, 0.0f32);
+    }
+    if i + 1 < n {
+        y[i + 1] = x[i + 1] * select((word >> 16u32) >= threshold, scale, 0.0f32);
+    }
 }
 
 /// Dropout of the `n` values of `x` into `y`, one thread per Philox counter (`counters` of
-/// them, sixteen per block of 128 values); `key` holds the three 24-bit draws the key is folded from
-/// ([`ember_kernels::dropout::key_of`]).
+/// them, sixteen per block of 128 values); `key` holds the three 24-bit draws the key is
+/// folded from ([`ember_kernels::dropout::key_of`]).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn dropout_kernel(
