@@ -41,7 +41,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use crate::bench::{json_string, machine, torch_python};
-use crate::{cargo, json_line, json_number, root};
+use crate::{cargo, json_line, json_number, json_value, root};
 
 struct Options {
     configs: Vec<String>,
@@ -381,8 +381,7 @@ fn run_ember(
 
 /// The numbers of the array `key` in a JSON line, e.g. `"key": [1.5, 2]`.
 fn json_numbers(line: &str, key: &str) -> Option<Vec<f64>> {
-    let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
-    let rest = rest.trim_start().strip_prefix('[')?;
+    let rest = json_value(line, key)?.trim_start().strip_prefix('[')?;
     rest[..rest.find(']')?]
         .split(',')
         .filter(|s| !s.trim().is_empty())

@@ -129,9 +129,14 @@ pub(crate) fn root() -> std::path::PathBuf {
     Path::new(&manifest_dir).join("..")
 }
 
+/// The text after `"key":` in a JSON line, up to the line's end.
+pub(crate) fn json_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    Some(&line[line.find(&format!("\"{key}\":"))? + key.len() + 3..])
+}
+
 /// The value of `"key":` in a one-line JSON object.
 pub(crate) fn json_number(line: &str, key: &str) -> Option<f64> {
-    let rest = &line[line.find(&format!("\"{key}\":"))? + key.len() + 3..];
+    let rest = json_value(line, key)?;
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
 }

@@ -31,12 +31,14 @@ const LANES: usize = 16;
 /// Elements per vectorised block: eight 16-bit draws from each of [`LANES`] counters.
 const BLOCK: usize = 8 * LANES;
 
-/// Philox4×32's round multipliers.
-const M0: u32 = 0xD251_1F53;
-const M1: u32 = 0xCD9E_8D57;
-/// Philox4×32's key increments (the golden ratio and √3 − 1, as 32-bit fractions).
-const W0: u32 = 0x9E37_79B9;
-const W1: u32 = 0xBB67_AE85;
+/// Philox4×32's first round multiplier (applied to counter word 0).
+pub const M0: u32 = 0xD251_1F53;
+/// Philox4×32's second round multiplier (applied to counter word 2).
+pub const M1: u32 = 0xCD9E_8D57;
+/// Philox4×32's increment of key word 0 (the golden ratio as a 32-bit fraction).
+pub const W0: u32 = 0x9E37_79B9;
+/// Philox4×32's increment of key word 1 (√3 − 1 as a 32-bit fraction).
+pub const W1: u32 = 0xBB67_AE85;
 
 /// Philox4×32-10 of `counter` under `key`: four independent uniform 32-bit words.
 pub fn philox(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {

@@ -24,15 +24,9 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Distribution, Tensor, TensorMetadata};
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
-use ember_kernels::dropout::Mask;
+use ember_kernels::dropout::{Mask, M0, M1, W0, W1};
 
 use super::{empty, grid, primitive, CubeBridge};
-
-/// Philox4×32's round multipliers and key increments (as in [`ember_kernels::dropout`]).
-const M0: u32 = 0xD251_1F53;
-const M1: u32 = 0xCD9E_8D57;
-const W0: u32 = 0x9E37_79B9;
-const W1: u32 = 0xBB67_AE85;
 
 /// The high word of the 64-bit product `a · b`, from 16-bit halves (WGSL has no 64-bit
 /// integers); the low word is the wrapping `a * b`.
