@@ -16,12 +16,15 @@
 //!   `ember train` as users run it against a PyTorch reference of the same loop on the same data,
 //!   per character-LM config: training tokens/s, wall time and final validation loss, then both
 //!   validation losses at the same wall time (see `xtask/src/e2e.rs`).
+//! - `cargo xtask gpu-check --prepare | --run | --dry-run [--out DIR]`: the GPU device check,
+//!   built here into `.gpu/` and run there in one call (see `xtask/src/gpu.rs`).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
 mod bench;
 mod e2e;
+mod gpu;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,7 +34,8 @@ fn main() -> ExitCode {
         Some("bench-layer") => bench_layer(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("bench-e2e") => e2e::run(&args[1..]),
-        _ => Err("usage: cargo xtask <train|sample|eval|predict|inspect|export|lr-find|test|bench|bench-e2e|bench-layer> [ARGS] (all but test and the benches take ember's arguments, e.g. --backend wgpu)".into()),
+        Some("gpu-check") => gpu::run(&args[1..]),
+        _ => Err("usage: cargo xtask <train|sample|eval|predict|inspect|export|lr-find|test|bench|bench-e2e|bench-layer|gpu-check> [ARGS] (all but test and the benches take ember's arguments, e.g. --backend wgpu)".into()),
     };
     match result {
         Ok(code) => code,
@@ -49,7 +53,7 @@ pub(crate) fn cargo() -> Command {
     cmd
 }
 
-fn status(mut cmd: Command) -> Result<ExitCode, String> {
+pub(crate) fn status(mut cmd: Command) -> Result<ExitCode, String> {
     let status = cmd
         .status()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
@@ -84,7 +88,7 @@ fn vulkan_present() -> bool {
     loader && icd
 }
 
-fn ensure_vulkan() -> Result<(), String> {
+pub(crate) fn ensure_vulkan() -> Result<(), String> {
     if vulkan_present() {
         return Ok(());
     }

@@ -48,6 +48,30 @@ impl TextCorpus {
         Ok(Self::from_text(&text))
     }
 
+    /// The corpus of the file `path` in a given vocabulary (a user's, for an imported model);
+    /// characters outside it are one error that lists them.
+    pub fn read_with(path: &Path, vocab: &Vocab) -> Result<Self, DataError> {
+        let text = read_utf8(path)?;
+        if text.trim().is_empty() {
+            return Err(DataError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        let ids = vocab.encode(&text).map_err(|e| match e {
+            DataError::UnknownChars { chars } => DataError::UnknownCharsInFile {
+                path: path.to_owned(),
+                chars,
+                samples: 1,
+                total: 1,
+            },
+            other => other,
+        })?;
+        Ok(Self {
+            vocab: vocab.clone(),
+            ids,
+        })
+    }
+
     /// The corpus of `text`, with the vocabulary of its characters.
     pub fn from_text(text: &str) -> Self {
         let vocab = Vocab::from_texts([text]);

@@ -67,7 +67,7 @@ pub enum DataError {
         total: usize,
     },
     /// A vocabulary file is malformed.
-    #[error("{path} is not an ember vocabulary file: {reason}")]
+    #[error("{path} is not a vocabulary ember reads (a JSON list of tokens in id order, a token → id map, or ember's vocab.json): {reason}")]
     BadVocab {
         /// The file.
         path: PathBuf,

@@ -160,7 +160,10 @@ pub(crate) fn uniform(hidden_size: usize) -> Initializer {
 /// input feature, `proj_size = 1`, one output) hit exactly these shapes.
 pub fn times_transposed<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
     let [out, input] = weight.dims();
-    if input == 1 {
+    let [rows, _] = x.dims();
+    if rows == 1 {
+        (weight * x).sum_dim(1).reshape([1, out])
+    } else if input == 1 {
         x * weight.reshape([1, out])
     } else if out == 1 {
         (x * weight).sum_dim(1)

@@ -10,8 +10,8 @@
 //! on [`ember_kernels::dropout`]: Philox masks drawn in blocks on rayon's threads, applied in
 //! the same pass, kept as one byte per element for the backward pass. The key of each call is
 //! drawn from the backend's own generator, so `B::seed` makes the masks repeatable as it does
-//! Burn's. On `Autodiff<Wgpu>` it is one CubeCL kernel and one node (`cube::dropout`, the same
-//! masks for the same key, recomputed in backward instead of kept). Every other backend, and
+//! Burn's. On `Autodiff<Wgpu>` and `Autodiff<Cuda>` it is one CubeCL kernel and one node
+//! (`cube::dropout`, the same masks for the same key, recomputed in backward instead of kept). Every other backend, and
 //! `EMBER_UNFUSED=1`, runs Burn's `Dropout`. As with
 //! Burn's, dropout acts only where the backend tracks gradients (`B::ad_enabled`): a model
 //! after `valid()` is the identity.
@@ -45,7 +45,7 @@ pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> 
     y.reshape(shape)
 }
 
-/// The CubeCL kernel's dropout node where `B` is `Autodiff<Wgpu>`; else `x` back.
+/// The CubeCL kernel's dropout node where `B` is `Autodiff` of a GPU backend; else `x` back.
 fn on_gpu<B: Backend>(x: Tensor<B, 1>, prob: f64) -> Result<Tensor<B, 1>, Tensor<B, 1>> {
     #[cfg(feature = "cube")]
     return crate::cube::dropout(x, prob);

@@ -367,7 +367,7 @@ fn plain_as<B: Backend, I: Backend>(r: Recurrence<B>) -> Result<Tensor<B, 1>, Re
     Ok(cast(forward::<I>(r, false).0).expect("B is I"))
 }
 
-/// The recurrence as one persistent CubeCL kernel (wgpu; LSTM without `proj_size`).
+/// The recurrence as one persistent CubeCL kernel (wgpu or CUDA; LSTM without `proj_size`).
 #[cfg(feature = "cube")]
 fn gpu<B: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
     match (r.cell, &r.aux, &r.w_hr) {

@@ -8,7 +8,7 @@ use ember_data::{
 };
 
 use crate::config::DataKind;
-use crate::run::{evaluate, evaluate_streams, prepare_data, stream_count, SPLIT_FILE};
+use crate::run::{evaluate, evaluate_streams, prepare_data_in, stream_count, SPLIT_FILE};
 use crate::sample::LoadedRun;
 use crate::TrainError;
 
@@ -93,7 +93,7 @@ pub fn eval_run<B: Backend>(
         }
         EvalData::File(path) => (path.display().to_string(), read_file(run, path)?, None),
         EvalData::RunValidation => {
-            let prepared = prepare_data(config)?;
+            let prepared = prepare_data_in(config, run.vocab.is_user().then_some(&run.vocab))?;
             let saved = run.dir.join(SPLIT_FILE);
             if let Some(split) = &prepared.split {
                 if saved.is_file() && SplitIndices::load(&saved)? != *split {

@@ -16,8 +16,11 @@ use ember_nn::{CharLm, TorchTensors};
 
 use crate::checkpoint::{BestCheckpoint, BEST_BURNPACK, BEST_CHECKPOINT, BEST_JSON};
 use crate::config::{ExperimentConfig, Task};
+use crate::export::TorchNames;
 use crate::model::{char_lm_config, save_module, RecordFormat};
-use crate::run::{ensure_free, evaluate, prepare_data, CONFIG_FILE, VOCAB_FILE};
+use crate::run::{
+    ensure_free, evaluate, evaluate_streams, prepare_data_in, CONFIG_FILE, VOCAB_FILE,
+};
 use crate::run_dir::write_model_files;
 use crate::TrainError;
 
@@ -79,11 +82,7 @@ pub fn read_torch_file(path: &Path) -> Result<Raw, TrainError> {
 }
 
 /// Where each part of the model sits in the file.
-struct Layout {
-    recurrent: String,
-    embedding: String,
-    head: String,
-}
+type Layout = TorchNames;
 
 fn find_layout(raw: &Raw, path: &Path) -> Result<Layout, TrainError> {
     let recurrent: Vec<&String> = raw.keys().filter(|k| k.ends_with("weight_ih_l0")).collect();
@@ -183,7 +182,9 @@ pub struct ImportSummary {
 
 /// Imports `from` into a new run directory `out` with `config`, and evaluates it on the
 /// config's validation split (so `best.json` holds a real figure). The vocabulary is `vocab`
-/// when given (it must match the data's characters), else the one ember builds from the data.
+/// when given (a user's, [`Vocab::from_user_file`], or ember's: it must hold every character of
+/// the data), else the one ember builds from the data. The run keeps the file's tensor names
+/// ([`TorchNames`]), so `ember export` writes them back.
 pub fn import<B: Backend>(
     from: &Path,
     config: &ExperimentConfig,
@@ -193,26 +194,25 @@ pub fn import<B: Backend>(
     device: &B::Device,
 ) -> Result<ImportSummary, TrainError> {
     ensure_free(out, overwrite)?;
-    let data = prepare_data(config)?;
-    let vocab = vocab.unwrap_or(&data.vocab);
-    if data.vocab != *vocab {
-        return Err(TrainError::BadOption(format!(
-            "the vocabulary does not match the characters of {}: it must be the one the model was trained with",
-            config.data.path.display()
-        )));
-    }
+    let data = prepare_data_in(config, vocab)?;
+    let vocab = &data.vocab;
+    let names = find_layout(&read_torch_file(from)?, from)?;
     let model = char_lm_from_torch::<B>(from, config, vocab, device)?;
-    let valid_loss = evaluate(
-        &model,
-        &data.valid,
-        vocab.pad_id(),
-        config.train.batch_size,
-        device,
-    );
+    let valid_loss = match &data.streams {
+        Some(streams) => evaluate_streams(&model, &streams.valid, device),
+        None => evaluate(
+            &model,
+            &data.valid,
+            vocab.pad_id(),
+            config.train.batch_size,
+            device,
+        ),
+    };
     std::fs::create_dir_all(out).map_err(TrainError::io(out))?;
     std::fs::write(out.join(CONFIG_FILE), config.to_toml())
         .map_err(TrainError::io(out.join(CONFIG_FILE)))?;
     vocab.save(&out.join(VOCAB_FILE))?;
+    names.save(out)?;
     for (file, format) in [
         (BEST_CHECKPOINT, RecordFormat::Mpk),
         (BEST_BURNPACK, RecordFormat::Burnpack),

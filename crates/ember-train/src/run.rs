@@ -162,11 +162,25 @@ pub fn stream_count(batch_size: usize, len: usize) -> usize {
     batch_size.min(len / 2).max(1)
 }
 
-/// Reads, encodes and splits the `[data]` of `config`.
+/// Reads, encodes and splits the `[data]` of `config`, with the vocabulary of its characters.
 pub fn prepare_data(config: &ExperimentConfig) -> Result<PreparedData, TrainError> {
+    prepare_data_in(config, None)
+}
+
+/// [`prepare_data`] in a given vocabulary (an imported model's) when `vocab` is `Some`: the
+/// data's characters must all be in it, and a line-per-sample file needs its start and end
+/// tokens.
+pub fn prepare_data_in(
+    config: &ExperimentConfig,
+    vocab: Option<&Vocab>,
+) -> Result<PreparedData, TrainError> {
     let what = config.data.path.display().to_string();
     if config.data.kind == DataKind::Text {
-        let corpus = TextCorpus::read(&config.data.path).map_err(missing_as_config_error)?;
+        let corpus = match vocab {
+            Some(v) => TextCorpus::read_with(&config.data.path, v),
+            None => TextCorpus::read(&config.data.path),
+        }
+        .map_err(missing_as_config_error)?;
         let parts = corpus.split(Fractions::valid(config.data.valid_fraction), &what)?;
         let seq_len = config.data.seq_len;
         let streams = if config.data.stateful {
@@ -189,11 +203,20 @@ pub fn prepare_data(config: &ExperimentConfig) -> Result<PreparedData, TrainErro
         });
     }
     let lines = read_lines(&config.data.path).map_err(missing_as_config_error)?;
-    let vocab = Vocab::from_texts(lines.iter().map(String::as_str));
-    let sequences = lines
-        .iter()
-        .map(|l| vocab.encode_line(l).map(|tokens| TokenSequence { tokens }))
-        .collect::<Result<Vec<_>, _>>()?;
+    let vocab = match vocab {
+        Some(v) if !v.marks_lines() => {
+            return Err(TrainError::BadOption(format!(
+                "{what} holds one sample per line, and the vocabulary names no start and end token: pass --bos CHAR --eos CHAR (makemore's names models use --bos . --eos .)"
+            )))
+        }
+        Some(v) => v.clone(),
+        None => Vocab::from_texts(lines.iter().map(String::as_str)),
+    };
+    let sequences = vocab
+        .encode_file_lines(&lines, &config.data.path)?
+        .into_iter()
+        .map(|tokens| TokenSequence { tokens })
+        .collect::<Vec<_>>();
     let indices = shuffled_split(
         sequences.len(),
         Fractions::valid(config.data.valid_fraction),

@@ -226,14 +226,13 @@ pub fn sample<B: Backend>(
     Ok(generated.iter().map(|ids| vocab.decode(ids)).collect())
 }
 
-/// Draws a token from `softmax(logits / temperature)` over the `top_k` most likely tokens,
-/// never `<pad>` or `<s>` (nor `</s>` for continuous text).
+/// Draws a token from `softmax(logits / temperature)` over the `top_k` most likely tokens
+/// that [`Vocab::drawable`] allows (never `<pad>` or `<s>`, nor `</s>` for continuous text).
 fn draw(logits: &[f32], options: &SampleOptions, vocab: &Vocab, rng: &mut StdRng) -> usize {
     let temperature = options.temperature;
-    let special = |id: usize| {
-        id == vocab.pad_id() || id == vocab.bos_id() || (options.continuous && id == vocab.eos_id())
-    };
-    let mut ranked: Vec<usize> = (0..logits.len()).filter(|&id| !special(id)).collect();
+    let mut ranked: Vec<usize> = (0..logits.len())
+        .filter(|&id| vocab.drawable(id, options.continuous))
+        .collect();
     ranked.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     ranked.truncate(options.top_k.unwrap_or(usize::MAX));
     let mut allowed = vec![false; logits.len()];

@@ -178,7 +178,9 @@ fn export_round_trips_the_pytorch_state_dict() {
         import_as(file, model, &out).unwrap();
         let run = load_run::<NdArray>(&out, &device).unwrap();
         let exported = dir.path().join("exported.safetensors");
-        let written = ember_train::export::export_safetensors(&run.model, &exported).unwrap();
+        let written =
+            ember_train::export::export_safetensors(&run.model, &Default::default(), &exported)
+                .unwrap();
         let original = ember_train::import::read_torch_file(&fixtures().join(file)).unwrap();
         let back = ember_train::import::read_torch_file(&exported).unwrap();
         assert_eq!(written, original.len(), "{file}");

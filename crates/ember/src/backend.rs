@@ -17,7 +17,53 @@ pub enum BackendKind {
     Flex,
     /// GPU through wgpu (Vulkan, Metal, DX12); on a machine without a GPU, Vulkan on lavapipe.
     Wgpu,
+    /// NVIDIA GPU through CUDA, with ember's CubeCL kernels. Needs a build with the `cuda`
+    /// feature (`cargo build --release -p ember --features cuda`).
+    Cuda,
 }
+
+/// The error for `--backend cuda` in a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub fn no_cuda() -> anyhow::Error {
+    anyhow::anyhow!(
+        "--backend cuda: this ember was built without CUDA; build it with \
+         `cargo build --release -p ember --features cuda` (needs an NVIDIA driver to run)"
+    )
+}
+
+/// Runs `$body` with the type `$B` set to the backend `$kind` names and `$device` to its
+/// default device; `--backend cuda` in a build without CUDA returns [`no_cuda`]'s error from
+/// the calling function.
+macro_rules! with_backend {
+    ($kind:expr, |$B:ident, $device:ident| $body:expr) => {
+        match $kind {
+            $crate::backend::BackendKind::Ndarray => {
+                type $B = burn::backend::NdArray;
+                let $device = burn::backend::ndarray::NdArrayDevice::Cpu;
+                $body
+            }
+            $crate::backend::BackendKind::Flex => {
+                type $B = burn::backend::Flex;
+                let $device = burn::backend::flex::FlexDevice;
+                $body
+            }
+            $crate::backend::BackendKind::Wgpu => {
+                type $B = burn::backend::Wgpu;
+                let $device = burn::backend::wgpu::WgpuDevice::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::backend::BackendKind::Cuda => {
+                type $B = burn::backend::Cuda;
+                let $device = burn::backend::cuda::CudaDevice::default();
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            $crate::backend::BackendKind::Cuda => return Err($crate::backend::no_cuda().into()),
+        }
+    };
+}
+pub(crate) use with_backend;
 
 /// Checks that wgpu finds an adapter, turning Burn's panic (on a worker thread, with no error
 /// value) into one line that says how to get one.

@@ -164,9 +164,17 @@ pub struct ImportArgs {
     /// The experiment config describing the same model (sizes, data for validation).
     #[arg(long)]
     pub config: PathBuf,
-    /// The model's vocabulary (ember `vocab.json`) [default: built from the config's data].
+    /// The model's vocabulary as the PyTorch script keeps it: a JSON list of tokens in id order
+    /// (`chars`/`itos`), a JSON object token → id (`stoi`), or ember's `vocab.json`
+    /// [default: ember's, built from the config's data].
     #[arg(long)]
     pub vocab: Option<PathBuf>,
+    /// The character that starts every line of a line-per-sample model (makemore's `.`).
+    #[arg(long)]
+    pub bos: Option<char>,
+    /// The character that ends every line (makemore's `.` again).
+    #[arg(long)]
+    pub eos: Option<char>,
     /// The run directory to write.
     #[arg(long)]
     pub out: PathBuf,

@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
-use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;
-use burn::backend::wgpu::WgpuDevice;
-use burn::backend::{Autodiff, Flex, NdArray, Wgpu};
+use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_train::checkpoint::BEST_CHECKPOINT;
@@ -21,7 +19,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::backend::{ensure_wgpu, BackendKind};
+use crate::backend::{ensure_wgpu, with_backend, BackendKind};
 use crate::cli::{
     Cli, Command, EvalArgs, ExportArgs, ImportArgs, InspectArgs, LrFindArgs, PredictArgs,
     SampleArgs, TrainArgs,
@@ -148,15 +146,9 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         args.backend,
         artifacts.display()
     );
-    let summary = match args.backend {
-        BackendKind::Ndarray => {
-            train_on::<Autodiff<NdArray>>(&config, data, &options, NdArrayDevice::Cpu)?
-        }
-        BackendKind::Flex => train_on::<Autodiff<Flex>>(&config, data, &options, FlexDevice)?,
-        BackendKind::Wgpu => {
-            train_on::<Autodiff<Wgpu>>(&config, data, &options, WgpuDevice::default())?
-        }
-    };
+    let summary = with_backend!(args.backend, |B, device| {
+        train_on::<Autodiff<B>>(&config, data, &options, device)?
+    });
     report(&summary, config.task());
     Ok(())
 }
@@ -233,14 +225,12 @@ fn sample(args: SampleArgs) -> anyhow::Result<()> {
         max_len: args.max_len,
         continuous: false,
     };
-    let (lines, novelty) = match args.backend {
-        BackendKind::Ndarray => sample_on::<NdArray>(&args.run, &options, NdArrayDevice::Cpu)?,
-        BackendKind::Flex => sample_on::<Flex>(&args.run, &options, FlexDevice)?,
-        BackendKind::Wgpu => {
-            ensure_wgpu()?;
-            sample_on::<Wgpu>(&args.run, &options, WgpuDevice::default())?
-        }
-    };
+    if args.backend == BackendKind::Wgpu {
+        ensure_wgpu()?;
+    }
+    let (lines, novelty) = with_backend!(args.backend, |B, device| {
+        sample_on::<B>(&args.run, &options, device)?
+    });
     // Samples of a text model span lines: set them apart.
     let separator = if lines.iter().any(|l| l.contains('\n')) {
         "\n----\n"
@@ -285,16 +275,12 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         Some(path) => EvalData::File(path),
         None => EvalData::RunValidation,
     };
-    let report = match args.backend {
-        BackendKind::Ndarray => {
-            eval_on::<NdArray>(&args.run, &data, args.batch_size, NdArrayDevice::Cpu)?
-        }
-        BackendKind::Flex => eval_on::<Flex>(&args.run, &data, args.batch_size, FlexDevice)?,
-        BackendKind::Wgpu => {
-            ensure_wgpu()?;
-            eval_on::<Wgpu>(&args.run, &data, args.batch_size, WgpuDevice::default())?
-        }
-    };
+    if args.backend == BackendKind::Wgpu {
+        ensure_wgpu()?;
+    }
+    let report = with_backend!(args.backend, |B, device| {
+        eval_on::<B>(&args.run, &data, args.batch_size, device)?
+    });
     println!("{report}");
     Ok(())
 }
@@ -325,14 +311,10 @@ fn eval_on<B: Backend>(
 }
 
 fn predict(args: PredictArgs) -> anyhow::Result<()> {
-    match args.backend {
-        BackendKind::Ndarray => predict_on::<NdArray>(&args, NdArrayDevice::Cpu),
-        BackendKind::Flex => predict_on::<Flex>(&args, FlexDevice),
-        BackendKind::Wgpu => {
-            ensure_wgpu()?;
-            predict_on::<Wgpu>(&args, WgpuDevice::default())
-        }
+    if args.backend == BackendKind::Wgpu {
+        ensure_wgpu()?;
     }
+    with_backend!(args.backend, |B, device| predict_on::<B>(&args, device))
 }
 
 fn predict_on<B: Backend>(args: &PredictArgs, device: B::Device) -> anyhow::Result<()> {
@@ -420,25 +402,9 @@ fn lr_find(args: LrFindArgs) -> anyhow::Result<()> {
         overwrite: true,
         resume: false,
     };
-    let report = match args.backend {
-        BackendKind::Ndarray => ember_train::run::lr_find::<Autodiff<NdArray>>(
-            &config,
-            data,
-            &options,
-            NdArrayDevice::Cpu,
-            spec,
-        )?,
-        BackendKind::Flex => {
-            ember_train::run::lr_find::<Autodiff<Flex>>(&config, data, &options, FlexDevice, spec)?
-        }
-        BackendKind::Wgpu => ember_train::run::lr_find::<Autodiff<Wgpu>>(
-            &config,
-            data,
-            &options,
-            WgpuDevice::default(),
-            spec,
-        )?,
-    };
+    let report = with_backend!(args.backend, |B, device| {
+        ember_train::run::lr_find::<Autodiff<B>>(&config, data, &options, device, spec)?
+    });
     println!(
         "suggested learning rate: {:.2e} (steepest fall of the smoothed loss); lowest loss at {:.2e}, \
          so {:.2e} is the other common pick",
@@ -472,22 +438,30 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         args.to.display()
     );
     let loaded = ember_train::load_run::<NdArray>(&args.run, &NdArrayDevice::Cpu)?;
-    let count = ember_train::export::export_safetensors(&loaded.model, &args.to)?;
+    let names = ember_train::export::TorchNames::of_run(&args.run)?;
+    let count = ember_train::export::export_safetensors(&loaded.model, &names, &args.to)?;
     println!(
-        "wrote {count} tensors of {} to {} (PyTorch names: embed.*, rnn.*, head.*)",
+        "wrote {count} tensors of {} to {} (PyTorch names: {}, {}*, {}*)",
         args.run.join(BEST_CHECKPOINT).display(),
-        args.to.display()
+        args.to.display(),
+        names.embedding,
+        names.recurrent,
+        names.head
     );
     Ok(())
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<()> {
     let config = ExperimentConfig::load(&args.config)?;
-    let vocab = args
-        .vocab
-        .as_deref()
-        .map(ember_data::Vocab::load)
-        .transpose()?;
+    let vocab = match &args.vocab {
+        Some(path) => Some(ember_data::Vocab::from_user_file(path, args.bos, args.eos)?),
+        None if args.bos.is_some() || args.eos.is_some() => {
+            anyhow::bail!(
+                "--bos and --eos name characters of --vocab FILE: pass the vocabulary too"
+            )
+        }
+        None => None,
+    };
     let summary = ember_train::import::import::<NdArray>(
         &args.from,
         &config,

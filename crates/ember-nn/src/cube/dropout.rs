@@ -226,7 +226,7 @@ mod tests {
                 TensorData::new(draws.map(|d| d as f32).to_vec(), [3]),
                 &device,
             );
-            let draw = Draw::<Wgpu>::with_key(Wgpu::to_cube(primitive(key)), prob);
+            let draw = Draw::<Wgpu>::with_key(<Wgpu as CubeBridge>::to_cube(primitive(key)), prob);
             let xt = Tensor::<Wgpu, 1>::from_data(TensorData::new(x.clone(), [n]), &device);
             let got: Vec<f32> = tensor::<Wgpu, 1>(draw.apply(primitive(xt)))
                 .into_data()

@@ -2,18 +2,19 @@
 //! step, each one autodiff node with a hand-written backward kernel (feature `cube`, on by
 //! default).
 //!
-//! On wgpu a step is `W_hh h` (a Burn matmul, tracked as usual) and then, instead of the
+//! On the GPU a step is `W_hh h` (a Burn matmul, tracked as usual) and then, instead of the
 //! dozen elementwise ops and graph nodes of the gate math, one kernel: LSTM gates
 //! `[batch, 4H]` and `c` to `[h'; c']`, GRU `xp`, `gh` and `h` to `h'`. The backward kernel
-//! recomputes nothing but `tanh c'`: the forward keeps the gate activations. Used for `Wgpu`
-//! and `Autodiff<Wgpu>` (chosen at run time by type, like [`crate::fused`]); `EMBER_UNFUSED=1`
-//! turns it off. The Elman RNN's step (`act(xp + W_hh h)`) is one elementwise op already and
+//! recomputes nothing but `tanh c'`: the forward keeps the gate activations. Used for `Wgpu`,
+//! `Cuda` (feature `cuda`) and `Autodiff` of either, chosen at run time by type like
+//! [`crate::fused`]; the kernels are generic over the CubeCL runtime, and `entry_points!`
+//! instantiates them once per backend. `EMBER_UNFUSED=1` turns them off. The Elman RNN's step (`act(xp + W_hh h)`) is one elementwise op already and
 //! has no kernel here.
 //!
 //! With `EMBER_PERSISTENT=1`, an LSTM without `proj_size` goes further ([`sequence`]): its
 //! whole recurrence is one persistent kernel launch, one cube per batch row.
 //!
-//! Dropout on `Autodiff<Wgpu>` is one kernel and one node too ([`mod@dropout`]): Philox masks,
+//! Dropout on `Autodiff` of a GPU backend is one kernel and one node too ([`mod@dropout`]): Philox masks,
 //! the CPU's for the same key, drawn and applied in one pass and recomputed in backward.
 
 mod dropout;
@@ -37,16 +38,17 @@ use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{CubeBackend, CubeRuntime};
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use burn_fusion::stream::OperationStreams;
 use burn_fusion::{get_client, Fusion, NoOp};
 use burn_ir::{InitOperationIr, OperationIr, OperationOutput};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::fused::{cast, enabled, primitive, tensor};
+use crate::fused::{cast, cast_or, enabled, primitive, tensor};
 
-/// The CubeCL backend with Burn's default element types.
-type Cube<R> = CubeBackend<R, f32, i32, u32>;
+/// A CubeCL backend with `f32` floats, `i32` ints and booleans stored as `BT` (wgpu stores
+/// them as `u32`, CUDA as `u8`).
+type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
 
 /// A backend whose float tensors are, or wrap, CubeCL tensors of runtime `Runtime`.
 trait CubeBridge: Backend {
@@ -58,7 +60,7 @@ trait CubeBridge: Backend {
     fn from_cube(t: CubeTensor<Self::Runtime>) -> FloatTensor<Self>;
 }
 
-impl<R: CubeRuntime> CubeBridge for Cube<R> {
+impl<R: CubeRuntime, BT: BoolElement> CubeBridge for Cube<R, BT> {
     type Runtime = R;
 
     fn to_cube(t: FloatTensor<Self>) -> CubeTensor<R> {
@@ -70,17 +72,17 @@ impl<R: CubeRuntime> CubeBridge for Cube<R> {
     }
 }
 
-impl<R: CubeRuntime> CubeBridge for Fusion<Cube<R>> {
+impl<R: CubeRuntime, BT: BoolElement> CubeBridge for Fusion<Cube<R, BT>> {
     type Runtime = R;
 
     fn to_cube(t: FloatTensor<Self>) -> CubeTensor<R> {
         // Runs the operations queued for `t`'s stream and hands over the tensor.
-        into_contiguous(t.client.clone().resolve_tensor_float::<Cube<R>>(t))
+        into_contiguous(t.client.clone().resolve_tensor_float::<Cube<R, BT>>(t))
     }
 
     fn from_cube(t: CubeTensor<R>) -> FloatTensor<Self> {
         // As `Fusion::float_from_data` registers a tensor made by the inner backend.
-        let client = get_client::<Cube<R>>(&t.device);
+        let client = get_client::<Cube<R, BT>>(&t.device);
         let (shape, dtype) = (t.shape(), t.dtype());
         let handle = t.into();
         let init = InitOperationIr::create(shape, dtype, || client.register_tensor_handle(handle));
@@ -88,7 +90,7 @@ impl<R: CubeRuntime> CubeBridge for Fusion<Cube<R>> {
             .register(
                 OperationStreams::default(),
                 OperationIr::Init(init),
-                NoOp::<Cube<R>>::new(),
+                NoOp::<Cube<R, BT>>::new(),
             )
             .output()
     }
@@ -291,46 +293,111 @@ fn gru_tracked<B: CubeBridge, C: CheckpointStrategy>(
     }
 }
 
-/// The kernels' entry points on `Wgpu`, not generic, so they are compiled once, here, and not
-/// again in every crate whose generic models call them.
-mod wgpu {
-    use super::*;
+/// The kernels' entry points on one GPU backend `$backend` (its CubeCL runtime `$runtime`)
+/// and on `Autodiff` of it, written out per backend rather than left generic so they are
+/// compiled once, here, and not again in every crate whose generic models call them. Each
+/// `pick_*` runs its kernel when `B` is that backend and gives `None` (or `x` back) otherwise.
+macro_rules! entry_points {
+    ($module:ident, $backend:ty, $runtime:ty) => {
+        /// The kernels' entry points on one backend (see `entry_points!`).
+        mod $module {
+            use super::*;
 
-    type Ad = Autodiff<Wgpu>;
+            type Plain = $backend;
+            type Ad = Autodiff<$backend>;
 
-    #[inline(never)]
-    pub(super) fn lstm_plain(g: FloatTensor<Wgpu>, c: FloatTensor<Wgpu>) -> FloatTensor<Wgpu> {
-        super::lstm_plain::<Wgpu>(g, c)
-    }
+            #[inline(never)]
+            fn lstm_plain([g, c]: [FloatTensor<Plain>; 2]) -> FloatTensor<Plain> {
+                super::lstm_plain::<Plain>(g, c)
+            }
 
-    #[inline(never)]
-    pub(super) fn lstm_tracked(g: FloatTensor<Ad>, c: FloatTensor<Ad>) -> FloatTensor<Ad> {
-        super::lstm_tracked::<Wgpu, NoCheckpointing>(g, c)
-    }
+            #[inline(never)]
+            fn lstm_tracked([g, c]: [FloatTensor<Ad>; 2]) -> FloatTensor<Ad> {
+                super::lstm_tracked::<Plain, NoCheckpointing>(g, c)
+            }
 
-    #[inline(never)]
-    pub(super) fn dropout_tracked(x: FloatTensor<Ad>, prob: f64) -> FloatTensor<Ad> {
-        super::dropout::tracked::<Wgpu, NoCheckpointing>(x, prob)
-    }
+            #[inline(never)]
+            fn gru_plain([x, g, h]: [FloatTensor<Plain>; 3]) -> FloatTensor<Plain> {
+                super::gru_plain::<Plain>(x, g, h)
+            }
 
-    #[inline(never)]
-    pub(super) fn gru_plain(
-        x: FloatTensor<Wgpu>,
-        g: FloatTensor<Wgpu>,
-        h: FloatTensor<Wgpu>,
-    ) -> FloatTensor<Wgpu> {
-        super::gru_plain::<Wgpu>(x, g, h)
-    }
+            #[inline(never)]
+            fn gru_tracked([x, g, h]: [FloatTensor<Ad>; 3]) -> FloatTensor<Ad> {
+                super::gru_tracked::<Plain, NoCheckpointing>(x, g, h)
+            }
 
-    #[inline(never)]
-    pub(super) fn gru_tracked(
-        x: FloatTensor<Ad>,
-        g: FloatTensor<Ad>,
-        h: FloatTensor<Ad>,
-    ) -> FloatTensor<Ad> {
-        super::gru_tracked::<Wgpu, NoCheckpointing>(x, g, h)
-    }
+            #[inline(never)]
+            fn dropout_tracked(x: FloatTensor<Ad>, prob: f64) -> FloatTensor<Ad> {
+                super::dropout::tracked::<Plain, NoCheckpointing>(x, prob)
+            }
+
+            #[inline(never)]
+            fn sequence_tracked(
+                inputs: sequence::Inputs<Ad>,
+                active: Vec<u32>,
+                dims: sequence::Dims,
+            ) -> FloatTensor<Ad> {
+                sequence::tracked::<Plain, NoCheckpointing>(inputs, active, dims)
+            }
+
+            #[inline(never)]
+            fn sequence_plain(
+                inputs: sequence::Inputs<Plain>,
+                active: Vec<u32>,
+                dims: sequence::Dims,
+            ) -> FloatTensor<Plain> {
+                sequence::plain::<Plain>(inputs, active, dims)
+            }
+
+            /// The LSTM step kernel's `[h'; c']` when `B` is this backend.
+            pub(super) fn pick_lstm<B: Backend>(
+                inputs: &[Tensor<B, 2>; 2],
+            ) -> Option<Tensor<B, 3>> {
+                on::<B, Ad, 2, 3>(inputs, lstm_tracked)
+                    .or_else(|| on::<B, Plain, 2, 3>(inputs, lstm_plain))
+            }
+
+            /// The GRU step kernel's `h'` when `B` is this backend.
+            pub(super) fn pick_gru<B: Backend>(inputs: &[Tensor<B, 2>; 3]) -> Option<Tensor<B, 2>> {
+                on::<B, Ad, 3, 2>(inputs, gru_tracked)
+                    .or_else(|| on::<B, Plain, 3, 2>(inputs, gru_plain))
+            }
+
+            /// The dropout node when `B` is `Autodiff` of this backend; else `x` back.
+            pub(super) fn pick_dropout<B: Backend>(
+                x: Tensor<B, 1>,
+                prob: f64,
+            ) -> Result<Tensor<B, 1>, Tensor<B, 1>> {
+                let x: Tensor<Ad, 1> = cast_or(x)?;
+                let y = tensor::<Ad, 1>(dropout_tracked(primitive(x), prob));
+                Ok(cast(y).expect("B is this backend"))
+            }
+
+            /// The persistent LSTM kernel's flat `Y` when `B` is this backend and a cube holds
+            /// what its backward kernel keeps in shared memory.
+            pub(super) fn pick_sequence<B: Backend>(
+                xp: &Tensor<B, 3>,
+                rest: [&Tensor<B, 2>; 3],
+                active: Vec<u32>,
+                dims: sequence::Dims,
+            ) -> Option<Tensor<B, 1>> {
+                let device = cast::<_, <$runtime as cubecl::Runtime>::Device>(xp.device())?;
+                if !sequence::fits::<$runtime>(&device, dims) {
+                    return None;
+                }
+                if let Some(inputs) = sequence::recast::<B, Ad>(xp, rest) {
+                    return cast(tensor::<Ad, 1>(sequence_tracked(inputs, active, dims)));
+                }
+                let inputs = sequence::recast::<B, Plain>(xp, rest)?;
+                cast(tensor::<Plain, 1>(sequence_plain(inputs, active, dims)))
+            }
+        }
+    };
 }
+
+entry_points!(wgpu, Wgpu, burn::backend::wgpu::WgpuRuntime);
+#[cfg(feature = "cuda")]
+entry_points!(cuda, burn::backend::Cuda, cubecl::cuda::CudaRuntime);
 
 /// `f` on backend `I`'s tensors, when `B` is `I`.
 fn on<B: Backend, I: Backend, const N: usize, const D: usize>(
@@ -348,30 +415,20 @@ fn on<B: Backend, I: Backend, const N: usize, const D: usize>(
     cast(tensor::<I, D>(f(inputs)))
 }
 
-/// `f` on the first backend with kernels that `B` is.
-fn dispatch<B: Backend, const N: usize, const D: usize>(
-    inputs: [Tensor<B, 2>; N],
-    plain: impl FnOnce([FloatTensor<Wgpu>; N]) -> FloatTensor<Wgpu>,
-    tracked: impl FnOnce([FloatTensor<Autodiff<Wgpu>>; N]) -> FloatTensor<Autodiff<Wgpu>>,
-) -> Option<Tensor<B, D>> {
-    if !enabled() {
-        return None;
-    }
-    on::<B, Autodiff<Wgpu>, N, D>(&inputs, tracked).or_else(|| on::<B, Wgpu, N, D>(&inputs, plain))
-}
-
 /// The LSTM step's pointwise part in one kernel, `(h', c')` from `gates [batch, 4H]` (input
 /// and recurrent parts summed) and `c_prev`; `None` where the backend has no kernel.
 pub(crate) fn lstm<B: Backend>(
     gates: Tensor<B, 2>,
     c_prev: Tensor<B, 2>,
 ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
-    let out: Tensor<B, 3> = dispatch(
-        [gates, c_prev],
-        |[g, c]| wgpu::lstm_plain(g, c),
-        |[g, c]| wgpu::lstm_tracked(g, c),
-    )?;
-    let [h, c] = <[Tensor<B, 3>; 2]>::try_from(out.chunk(2, 0)).ok()?;
+    if !enabled() {
+        return None;
+    }
+    let inputs = [gates, c_prev];
+    let out = wgpu::pick_lstm(&inputs);
+    #[cfg(feature = "cuda")]
+    let out = out.or_else(|| cuda::pick_lstm(&inputs));
+    let [h, c] = <[Tensor<B, 3>; 2]>::try_from(out?.chunk(2, 0)).ok()?;
     Some((h.squeeze_dim(0), c.squeeze_dim(0)))
 }
 
@@ -382,26 +439,27 @@ pub(crate) fn gru<B: Backend>(
     gh: Tensor<B, 2>,
     h_prev: Tensor<B, 2>,
 ) -> Option<Tensor<B, 2>> {
-    dispatch(
-        [xp, gh, h_prev],
-        |[x, g, h]| wgpu::gru_plain(x, g, h),
-        |[x, g, h]| wgpu::gru_tracked(x, g, h),
-    )
+    if !enabled() {
+        return None;
+    }
+    let inputs = [xp, gh, h_prev];
+    let out = wgpu::pick_gru(&inputs);
+    #[cfg(feature = "cuda")]
+    let out = out.or_else(|| cuda::pick_gru(&inputs));
+    out
 }
 
 /// Dropout of the flat `x` with probability `prob` in one kernel, as one autodiff node, when
-/// `B` is `Autodiff<Wgpu>`; else `x` back. The caller checks `prob > 0` and
+/// `B` is `Autodiff` of a GPU backend; else `x` back. The caller checks `prob > 0` and
 /// [`crate::fused::enabled`].
 pub(crate) fn dropout<B: Backend>(
     x: Tensor<B, 1>,
     prob: f64,
 ) -> Result<Tensor<B, 1>, Tensor<B, 1>> {
-    if TypeId::of::<B>() != TypeId::of::<Autodiff<Wgpu>>() {
-        return Err(x);
-    }
-    let x: Tensor<Autodiff<Wgpu>, 1> = cast(x).expect("B is Autodiff<Wgpu>");
-    let y = tensor::<Autodiff<Wgpu>, 1>(wgpu::dropout_tracked(primitive(x), prob));
-    Ok(cast(y).expect("B is Autodiff<Wgpu>"))
+    let out = wgpu::pick_dropout(x, prob);
+    #[cfg(feature = "cuda")]
+    let out = out.or_else(|x| cuda::pick_dropout(x, prob));
+    out
 }
 
 #[cfg(test)]

@@ -1,27 +1,25 @@
-//! A whole LSTM recurrence as one autodiff node on wgpu: one persistent kernel launch over all
+//! A whole LSTM recurrence as one autodiff node on the GPU (wgpu, CUDA): one persistent kernel launch over all
 //! time steps forward ([`kernels::lstm_sequence_forward`]), one backward
 //! ([`kernels::lstm_sequence_backward`]) and one Burn matmul for `dW_hh`.
 //!
 //! Same inputs and flat output `Y` (outputs, `h_n`, `c_n`) as [`crate::fused`]'s CPU node, so
-//! [`crate::fused::recurrence`] picks it for an LSTM without `proj_size` on `Wgpu` and
-//! `Autodiff<Wgpu>`. Each batch row is one cube, so rows run in parallel and a step waits only
+//! [`crate::fused::recurrence`] picks it for an LSTM without `proj_size` on `Wgpu`, `Cuda`
+//! and `Autodiff` of either. Each batch row is one cube, so rows run in parallel and a step waits only
 //! on its own cube's barrier; `W_hh` is read from global memory (cached) at every step.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
-use burn::backend::{Autodiff, Wgpu};
+use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::prelude::{ArrayArg, CubeCount, CubeDim};
-use cubecl::Runtime;
 
 use super::{empty, kernels, primitive, tensor, CubeBridge};
 use crate::fused::{cast, enabled};
@@ -50,7 +48,7 @@ pub(crate) fn with_persistent<T>(f: impl FnOnce() -> T) -> T {
 
 /// Sizes of one recurrence.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
+pub(super) struct Dims {
     steps: usize,
     batch: usize,
     hidden: usize,
@@ -195,10 +193,10 @@ impl<B: CubeBridge> Backward<B, 4> for LstmSequence {
 }
 
 /// The inputs, as primitives of backend `I`.
-type Inputs<I> = [FloatTensor<I>; 4];
+pub(super) type Inputs<I> = [FloatTensor<I>; 4];
 
 /// The recurrence on a plain CubeCL backend.
-fn plain<B: CubeBridge>(
+pub(super) fn plain<B: CubeBridge>(
     [xp, w_hh, h0, c0]: Inputs<B>,
     active: Vec<u32>,
     dims: Dims,
@@ -207,7 +205,7 @@ fn plain<B: CubeBridge>(
 }
 
 /// The recurrence as one node of `Autodiff<B, C>`'s graph.
-fn tracked<B: CubeBridge, C: CheckpointStrategy>(
+pub(super) fn tracked<B: CubeBridge, C: CheckpointStrategy>(
     [xp, w_hh, h0, c0]: Inputs<Autodiff<B, C>>,
     active: Vec<u32>,
     dims: Dims,
@@ -227,24 +225,8 @@ fn tracked<B: CubeBridge, C: CheckpointStrategy>(
     }
 }
 
-/// [`tracked`] on `Autodiff<Wgpu>`, compiled once here rather than in every calling crate.
-#[inline(never)]
-fn tracked_wgpu(
-    inputs: Inputs<Autodiff<Wgpu>>,
-    active: Vec<u32>,
-    dims: Dims,
-) -> FloatTensor<Autodiff<Wgpu>> {
-    tracked::<Wgpu, NoCheckpointing>(inputs, active, dims)
-}
-
-/// [`plain`] on `Wgpu`, compiled once here.
-#[inline(never)]
-fn plain_wgpu(inputs: Inputs<Wgpu>, active: Vec<u32>, dims: Dims) -> FloatTensor<Wgpu> {
-    plain::<Wgpu>(inputs, active, dims)
-}
-
 /// The inputs on backend `I`, when `B` is `I`.
-fn recast<B: Backend, I: Backend>(
+pub(super) fn recast<B: Backend, I: Backend>(
     xp: &Tensor<B, 3>,
     rest: [&Tensor<B, 2>; 3],
 ) -> Option<Inputs<I>> {
@@ -283,22 +265,15 @@ pub(crate) fn lstm_sequence<B: Backend>(
     } else {
         active.iter().map(|&n| small(n)).collect()
     };
-    let device: WgpuDevice = cast(xp.device())?;
-    if !fits(&device, dims) {
-        return None;
-    }
     let rest = [w_hh, h0, c0];
-    if let Some(inputs) = recast::<B, Autodiff<Wgpu>>(xp, rest) {
-        return cast(tensor::<Autodiff<Wgpu>, 1>(tracked_wgpu(
-            inputs, active, dims,
-        )));
-    }
-    let inputs = recast::<B, Wgpu>(xp, rest)?;
-    cast(tensor::<Wgpu, 1>(plain_wgpu(inputs, active, dims)))
+    let out = super::wgpu::pick_sequence(xp, rest, active.clone(), dims);
+    #[cfg(feature = "cuda")]
+    let out = out.or_else(|| super::cuda::pick_sequence(xp, rest, active, dims));
+    out
 }
 
 /// Whether `device`'s cubes have the shared memory the backward kernel asks for (`16·H` bytes).
-fn fits(device: &WgpuDevice, dims: Dims) -> bool {
-    let hardware = WgpuRuntime::client(device).properties().hardware.clone();
+pub(super) fn fits<R: CubeRuntime>(device: &R::Device, dims: Dims) -> bool {
+    let hardware = R::client(device).properties().hardware.clone();
     hardware.max_shared_memory_size >= 16 * dims.hidden
 }

@@ -4,6 +4,11 @@
 //! A training step is forward, loss, backward and an Adam step, with the loss read back to the
 //! host (so a GPU step is finished when it is timed). Prints one JSON line:
 //! `cargo run --release -p ember-train --example train_bench -- --task charlm --model lstm --backend ndarray`.
+//!
+//! `--task parity --backend wgpu` (or `cuda`) checks the GPU kernels against Flex instead
+//! ([`parity`]): the device check (`tools/gpu/check.py`) runs it first.
+
+mod parity;
 
 use std::time::Instant;
 
@@ -97,12 +102,12 @@ impl Args {
         let task = get("--task").unwrap_or_else(|| "charlm".into());
         // bench.py's TASK_DEFAULTS: (layers, hidden, batch, seq, vocab).
         let (layers, hidden, batch, seq, vocab) = match task.as_str() {
-            "charlm" | "sample" => (2, 256, 32, 100, 65),
+            "charlm" | "sample" | "parity" => (2, 256, 32, 100, 65),
             "names" | "packed" => (1, 128, 64, 15, 28),
             "seq2seq" => (1, 64, 32, 50, 1),
             other => {
                 return Err(format!(
-                    "unknown --task {other} (charlm, names, packed, seq2seq, sample)"
+                    "unknown --task {other} (charlm, names, packed, seq2seq, sample, parity)"
                 ))
             }
         };
@@ -306,11 +311,14 @@ fn sample_chars<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Meas
     })
 }
 
-fn run<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Measured, String> {
+/// The task on backend `B`: what it measured, or `None` for `parity` (which prints its own
+/// lines).
+fn run<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<Option<Measured>, String> {
     match a.task.as_str() {
-        "charlm" | "names" | "packed" => train_char_lm::<B>(a, device),
-        "seq2seq" => train_seq2seq::<B>(a, device),
-        _ => sample_chars::<B>(a, device),
+        "charlm" | "names" | "packed" => train_char_lm::<B>(a, device).map(Some),
+        "seq2seq" => train_seq2seq::<B>(a, device).map(Some),
+        "parity" => parity::all::<B>(device).map(|()| None),
+        _ => sample_chars::<B>(a, device).map(Some),
     }
 }
 
@@ -342,7 +350,8 @@ fn main() {
         Ok((a, m))
     });
     match result {
-        Ok((a, m)) => println!(
+        Ok((_, None)) => {}
+        Ok((a, Some(m))) => println!(
             "{{\"impl\":\"ember\",\"backend\":\"{}\",\"task\":\"{}\",\"model\":\"{}\",\"layers\":{},\"hidden\":{},\"dropout\":{},\"clip\":{},\"batch\":{},\"seq\":{},\"steps\":{},\"tokens_per_s\":{:.1},\"real_tokens_per_s\":{:.1},\"peak_rss_mb\":{:.1}}}",
             a.backend, a.task, a.model, a.layers, a.hidden, a.dropout, a.clip, a.batch, a.seq, a.steps,
             m.tokens_per_s, m.real_tokens_per_s, peak_rss_mb()

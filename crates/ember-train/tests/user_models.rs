@@ -1,0 +1,215 @@
+//! A user's own PyTorch models (`tools/fixtures/user_models.py`): character models written the
+//! usual way, with the user's vocabulary (no special tokens) and module names
+//! (`encoder`/`rnn`/`decoder`, makemore's `.`), import with that vocabulary, reproduce PyTorch's
+//! own held-out loss on Flex, NdArray and wgpu, and export back under the user's names, bit for
+//! bit.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::flex::FlexDevice;
+use burn::backend::ndarray::NdArrayDevice;
+use burn::backend::wgpu::WgpuDevice;
+use burn::backend::{Flex, NdArray, Wgpu};
+use burn::prelude::*;
+use ember_data::Vocab;
+use ember_train::export::{export_safetensors, TorchNames};
+use ember_train::import::{import, read_torch_file};
+use ember_train::{eval_run, load_run, EvalData, ExperimentConfig};
+use serde_json::Value;
+
+/// Largest |ember − PyTorch| allowed for a held-out loss (nats).
+const TOLERANCE: f64 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/user_models")
+}
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The ember config describing fixture model `m`: a stateful text model over the training
+/// text, or a names model over the training names.
+fn config(m: &Value) -> ExperimentConfig {
+    let c = &m["config"];
+    let text = m["eval"]["protocol"] == "text_stream";
+    let data = if text {
+        format!(
+            "kind = \"text\"\npath = {:?}\nvalid_fraction = 0.1\nseq_len = 32\nstateful = true",
+            fixtures().join("text_train.txt").to_str().unwrap()
+        )
+    } else {
+        format!(
+            "path = {:?}\nvalid_fraction = 0.1",
+            fixtures().join("names_train.txt").to_str().unwrap()
+        )
+    };
+    ExperimentConfig::parse(&format!(
+        "name = \"user\"\n[data]\n{data}\n[model]\nkind = {}\nembed_dim = {}\nhidden_size = {}\nnum_layers = {}\nproj_size = {}\n[train]\nbatch_size = 8",
+        c["cell"], c["embed_dim"], c["hidden_size"], c["num_layers"], c["proj_size"]
+    ))
+    .unwrap()
+}
+
+/// Fixture model `m`'s vocabulary file (the `chars`/`itos` list, or `stoi` when `stoi`), with
+/// its start and end characters.
+fn vocab(m: &Value, stoi: bool) -> Vocab {
+    let files = &m["vocab_files"];
+    let file = if stoi {
+        &files["stoi"]
+    } else {
+        files.get("chars").unwrap_or(&files["itos"])
+    };
+    let role = |v: &Value| v.as_str().and_then(|s| s.chars().next());
+    Vocab::from_user_file(
+        &fixtures().join(file.as_str().unwrap()),
+        role(&m["bos"]),
+        role(&m["eos"]),
+    )
+    .unwrap()
+}
+
+/// Imports fixture model `name` from its `.pt` or `.safetensors` file into `out`.
+fn import_model(name: &str, format: &str, stoi: bool, out: &Path) -> Value {
+    let m = expected()["models"][name].clone();
+    let from = fixtures().join(m["files"][format].as_str().unwrap());
+    import::<NdArray>(
+        &from,
+        &config(&m),
+        Some(&vocab(&m, stoi)),
+        out,
+        false,
+        &NdArrayDevice::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    m
+}
+
+/// PyTorch's held-out loss of fixture model `m`, by ember's evaluation of the run in `out`
+/// on backend `B`: the validation text as one stream (batch size 1, state carried from
+/// zeros), or every validation name on its own.
+fn held_out<B: Backend>(m: &Value, out: &Path, device: &B::Device) -> f64 {
+    let run = load_run::<B>(out, device).unwrap();
+    let file = fixtures().join(m["eval"]["file"].as_str().unwrap());
+    let report = eval_run(&run, &EvalData::File(file), 1, device).unwrap();
+    assert_eq!(
+        report.tokens as u64,
+        m["eval"]["positions"].as_u64().unwrap(),
+        "positions scored"
+    );
+    report.loss
+}
+
+fn assert_loss(name: &str, got: f64, want: f64, backend: &str) {
+    assert!(
+        (got - want).abs() <= TOLERANCE,
+        "{name} on {backend}: held-out loss {got} vs PyTorch {want}"
+    );
+}
+
+/// Every fixture model, imported from its `.safetensors` (and the LSTM also from its `.pt`
+/// with the `stoi` map), gives PyTorch's held-out loss on each backend.
+#[test]
+fn users_models_reproduce_pytorchs_held_out_loss() {
+    let names = [
+        "word_lm_lstm",
+        "word_lm_lstm_proj",
+        "word_lm_gru",
+        "names_lstm",
+    ];
+    let mut runs = vec![];
+    for name in names {
+        let dir = tempfile::tempdir().unwrap();
+        let m = import_model(name, "safetensors", false, &dir.path().join("run"));
+        runs.push((name, m, dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = import_model("word_lm_lstm", "pt", true, &dir.path().join("run"));
+    runs.push(("word_lm_lstm (.pt, stoi)", m, dir));
+    for (name, m, dir) in &runs {
+        let out = dir.path().join("run");
+        let want = m["eval"]["loss_f32"].as_f64().unwrap();
+        assert_loss(name, held_out::<Flex>(m, &out, &FlexDevice), want, "flex");
+        let nd = held_out::<NdArray>(m, &out, &NdArrayDevice::Cpu);
+        assert_loss(name, nd, want, "ndarray");
+        let wgpu = held_out::<Wgpu>(m, &out, &WgpuDevice::default());
+        assert_loss(name, wgpu, want, "wgpu");
+    }
+}
+
+/// `ember export` of an imported run writes the user's own tensor names and values, bit for
+/// bit, so it loads back into the user's class.
+#[test]
+fn export_of_an_imported_run_is_the_users_state_dict() {
+    for name in ["word_lm_lstm_proj", "names_lstm"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let m = import_model(name, "safetensors", false, &out);
+        let run = load_run::<NdArray>(&out, &NdArrayDevice::Cpu).unwrap();
+        let names = TorchNames::of_run(&out).unwrap();
+        let exported = dir.path().join("back.safetensors");
+        export_safetensors(&run.model, &names, &exported).unwrap();
+        let original =
+            read_torch_file(&fixtures().join(m["files"]["safetensors"].as_str().unwrap())).unwrap();
+        let back = read_torch_file(&exported).unwrap();
+        assert_eq!(
+            back.keys().collect::<Vec<_>>(),
+            original.keys().collect::<Vec<_>>(),
+            "{name}: names"
+        );
+        for (key, (shape, values)) in &original {
+            let (got_shape, got) = &back[key];
+            assert_eq!(got_shape, shape, "{name} {key}");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got), bits(values), "{name} {key}: values");
+        }
+    }
+}
+
+/// The vocabulary must cover the data, and a line-per-sample file needs the start and end
+/// characters; each mistake is one line naming it.
+#[test]
+fn a_vocabulary_that_does_not_fit_the_data_is_named() {
+    let m = &expected()["models"]["names_lstm"];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("names.txt");
+    std::fs::write(
+        &data,
+        "quinn\nzed\nanna\nbob\nquade\nemma\nliam\nnora\nmia\nava\n",
+    )
+    .unwrap();
+    let mut cfg = config(m);
+    cfg.data.path = data;
+    let from = fixtures().join("names_lstm.safetensors");
+    let attempt = |vocab: &Vocab| {
+        import::<NdArray>(
+            &from,
+            &cfg,
+            Some(vocab),
+            &dir.path().join("run"),
+            true,
+            &NdArrayDevice::Cpu,
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+    };
+    let err = attempt(&vocab(m, false));
+    assert!(err.contains("'q'") && err.contains("names.txt"), "{err}");
+    let unmarked = Vocab::from_user_file(&fixtures().join("names_itos.json"), None, None).unwrap();
+    let mut plain = cfg.clone();
+    plain.data.path = fixtures().join("names_train.txt");
+    let err = import::<NdArray>(
+        &from,
+        &plain,
+        Some(&unmarked),
+        &dir.path().join("run"),
+        true,
+        &NdArrayDevice::Cpu,
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--bos CHAR --eos CHAR"), "{err}");
+}
