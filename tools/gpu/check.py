@@ -36,7 +36,7 @@ DRY_SHAPE = {"hidden": 32, "batch": 4, "seq": 8}
 DRY_GEN_LEN = 20  # sampled characters in a dry run (both benches default to 1000)
 MIN_LEFT_S = 5  # no program is started with less of the budget left
 USER_CONFIG = "configs/names-lstm.toml"  # what the users' path trains (relative to the repository)
-DRY_NAMES = 300  # names the dry run's users' path trains on
+DRY_NAMES = 60  # names the dry run's users' path trains on
 
 
 @dataclass
@@ -65,7 +65,8 @@ WORKLOADS = (
              {"task": "charlm", "model": "lstm", "layers": 2, "hidden": 1024, "batch": 128,
               "seq": 256}, (("cuda", 1.0, "lstm-1024"),), HEAVY_STEPS,
              env=(("EMBER_PERSISTENT", "1"),), torch=False),
-    Workload("lstm-persistent", "the same with ember's persistent LSTM kernel (EMBER_PERSISTENT=1)",
+    Workload("lstm-persistent", "char-LM LSTM 2x256 (shakespeare-lstm) with ember's persistent LSTM kernel "
+             "(EMBER_PERSISTENT=1)",
              SHAKESPEARE, (("cuda", 1.0, "lstm"), ("wgpu", 1.0, "lstm")),
              env=(("EMBER_PERSISTENT", "1"),), torch=False),
     Workload("gru", "char-LM GRU 2x256 (embed 64, dropout 0.2, clip 1), B32 T100",
