@@ -23,6 +23,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -234,9 +235,11 @@ def users_path(args, status, rep):
     ember = args.bin / "ember"
     if not ember.exists():
         return {b: "skipped: no ember binary beside train_bench" for b in BACKENDS}
+    # Run directories stay out of --out: $OUT brings back only a few files.
+    work = Path(tempfile.mkdtemp(prefix="ember-gpu-check-"))
     extra = []
     if args.dry_run:
-        tiny = args.out / "names-tiny.txt"
+        tiny = work / "names-tiny.txt"
         lines = Path("assets/names.txt").read_text(encoding="utf-8").splitlines()[:DRY_NAMES]
         tiny.write_text("\n".join(lines) + "\n", encoding="utf-8")
         extra = ["--set", f"data.path={tiny.resolve()}", "--set", "model.hidden_size=16"]
@@ -245,7 +248,7 @@ def users_path(args, status, rep):
         if status[b].startswith("skipped"):
             results[b] = status[b]
             continue
-        run_dir = args.out / f"run-{b}"
+        run_dir = work / f"run-{b}"
         start = time.monotonic()
         rc, out, err = rep.run([ember, "train", "--config", USER_CONFIG, "--backend", b, "--epochs", "1",
                                 "--no-tui", "--overwrite", "--artifacts", run_dir, *extra], args.timeout)
