@@ -119,14 +119,14 @@ fn find_layout(raw: &Raw, path: &Path) -> Result<Layout, TrainError> {
     }
 }
 
-/// Builds the [`CharLm`] of `config` and `vocab` from a PyTorch file; every tensor must be used
-/// and have the shape the config implies.
+/// Builds the [`CharLm`] of `config` and `vocab` from a PyTorch file, with the file's names for
+/// its parts; every tensor must be used and have the shape the config implies.
 pub fn char_lm_from_torch<B: Backend>(
     path: &Path,
     config: &ExperimentConfig,
     vocab: &Vocab,
     device: &B::Device,
-) -> Result<CharLm<B>, TrainError> {
+) -> Result<(CharLm<B>, TorchNames), TrainError> {
     let raw = read_torch_file(path)?;
     let layout = find_layout(&raw, path)?;
     let mut model = char_lm_config(&config.model, vocab.len()).init::<B>(device)?;
@@ -168,7 +168,7 @@ pub fn char_lm_from_torch<B: Backend>(
             format!("tensors the config has no place for: {unused:?}"),
         ));
     }
-    Ok(model)
+    Ok((model, layout))
 }
 
 /// What an import wrote.
@@ -196,8 +196,7 @@ pub fn import<B: Backend>(
     ensure_free(out, overwrite)?;
     let data = prepare_data_in(config, vocab)?;
     let vocab = &data.vocab;
-    let names = find_layout(&read_torch_file(from)?, from)?;
-    let model = char_lm_from_torch::<B>(from, config, vocab, device)?;
+    let (model, names) = char_lm_from_torch::<B>(from, config, vocab, device)?;
     let valid_loss = match &data.streams {
         Some(streams) => evaluate_streams(&model, &streams.valid, device),
         None => evaluate(
