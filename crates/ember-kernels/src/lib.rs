@@ -24,6 +24,7 @@
 
 pub mod adam;
 pub mod affine;
+pub mod cross_entropy;
 pub mod dropout;
 mod gru;
 mod lstm;

@@ -115,10 +115,12 @@ impl<B: Backend> SequenceClassifier<B> {
         let [batch, _, width] = h.dims();
         let pooled = if self.mean_pool {
             // Packed outputs are zero at padded steps, so the sum covers the valid ones only.
-            let counts: Vec<f32> = lengths.iter().map(|&l| l as f32).collect();
-            let counts =
-                Tensor::<B, 1>::from_floats(counts.as_slice(), &device).reshape([batch, 1]);
-            h.sum_dim(1).reshape([batch, width]) / counts
+            // Times `1 / length`, not divided by it: Burn differentiates a division through
+            // `recip`, which NdArray approximates (to about 4e-4) on most of a buffer.
+            let scales: Vec<f32> = lengths.iter().map(|&l| 1.0 / l.max(1) as f32).collect();
+            let scales =
+                Tensor::<B, 1>::from_floats(scales.as_slice(), &device).reshape([batch, 1]);
+            h.sum_dim(1).reshape([batch, width]) * scales
         } else {
             last_valid_steps(h, lengths)
         };

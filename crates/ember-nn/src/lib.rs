@@ -28,6 +28,7 @@ pub mod cell;
 pub mod char_lm;
 pub mod classifier;
 pub mod clip;
+pub mod cross_entropy;
 #[cfg(feature = "cube")]
 mod cube;
 pub mod dropout;

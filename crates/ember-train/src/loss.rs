@@ -1,7 +1,6 @@
 //! Losses that ignore padding.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 /// Mean next-token cross-entropy over the valid positions only, like PyTorch's
 /// `cross_entropy(..., ignore_index=pad)`: the sum over valid tokens divided by their number
@@ -40,22 +39,14 @@ pub fn masked_cross_entropy_time_major<B: Backend>(
     )
 }
 
-/// The masked mean over `n` positions: `logits [n, vocab]`, `targets [n]`, `mask [n]`.
+/// The masked mean over `n` positions: `logits [n, vocab]`, `targets [n]`, `mask [n]` (one
+/// autodiff node on the CPU backends; see [`ember_nn::cross_entropy`]).
 fn flat_cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
     mask: Tensor<B, 1, Bool>,
 ) -> Tensor<B, 1> {
-    let n = targets.dims()[0];
-    // Padded targets hold a negative ignore value: point them at class 0 for the gather;
-    // the mask then drops them.
-    let targets = targets.mask_fill(mask.clone().bool_not(), 0);
-    let nll = log_softmax(logits, 1)
-        .gather(1, targets.reshape([n, 1]))
-        .neg()
-        .reshape([n]);
-    let mask = mask.float();
-    (nll * mask.clone()).sum() / mask.sum().clamp_min(1.0)
+    ember_nn::cross_entropy::masked_cross_entropy(logits, targets, mask)
 }
 
 /// Mean squared error and mean absolute error over the valid steps only (PyTorch's
