@@ -63,7 +63,16 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
     }
 
     fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
-        let pre = projected + recur(&state.h, &self.weight_hh, None);
+        let recurrent = recur(&state.h, &self.weight_hh, None);
+        #[cfg(feature = "cube")]
+        if let Some(h) = crate::cube::rnn(
+            projected.clone(),
+            recurrent.clone(),
+            self.nonlinearity == Nonlinearity::Relu,
+        ) {
+            return CellState { h, c: None };
+        }
+        let pre = projected + recurrent;
         let h = match self.nonlinearity {
             Nonlinearity::Tanh => pre.tanh(),
             Nonlinearity::Relu => relu(pre),

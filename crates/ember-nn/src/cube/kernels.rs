@@ -139,6 +139,59 @@ pub fn gru_backward(
     d_h_prev[pos] = d * z;
 }
 
+/// Elman RNN step from the input part `xp [batch, H]` (`W_ih x + b_ih + b_hh`) and the
+/// recurrent part `gh [batch, H]` (`W_hh h`): `h' = tanh(xp + gh)`, or `relu` when `relu`.
+#[cube(launch)]
+pub fn rnn_forward(
+    xp: &Array<f32>,
+    gh: &Array<f32>,
+    h_out: &mut Array<f32>,
+    units: u32,
+    #[comptime] relu: bool,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= units as usize {
+        terminate!();
+    }
+    let pre = xp[pos] + gh[pos];
+    if relu {
+        let mut y = 0.0f32;
+        if pre > 0.0f32 {
+            y = pre;
+        }
+        h_out[pos] = y;
+    } else {
+        h_out[pos] = pre.tanh();
+    }
+}
+
+/// Elman RNN step backward: the gradient with respect to the pre-activation `xp + gh`, from
+/// `dh [batch, H]` and the step's output `h`: `dh ⊙ (1 − h²)`, or `dh ⊙ [h > 0]` (PyTorch's
+/// `relu` backward: 0 at 0) when `relu`.
+#[cube(launch)]
+pub fn rnn_backward(
+    dh: &Array<f32>,
+    h: &Array<f32>,
+    d_pre: &mut Array<f32>,
+    units: u32,
+    #[comptime] relu: bool,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= units as usize {
+        terminate!();
+    }
+    let y = h[pos];
+    if relu {
+        let mut d = 0.0f32;
+        if y > 0.0f32 {
+            d = dh[pos];
+        }
+        d_pre[pos] = d;
+    } else {
+        d_pre[pos] = dh[pos] * (1.0f32 - y * y);
+    }
+}
+
 /// A whole LSTM sequence in one launch (persistent over time): one cube per batch row, its
 /// units split over the cube's threads, `h` shared between them through shared memory.
 ///

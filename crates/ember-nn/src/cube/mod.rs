@@ -1,4 +1,4 @@
-//! Fused recurrent steps on the GPU: CubeCL kernels for the pointwise part of an LSTM or GRU
+//! Fused recurrent steps on the GPU: CubeCL kernels for the pointwise part of an LSTM, GRU or RNN
 //! step, each one autodiff node with a hand-written backward kernel (feature `cube`, on by
 //! default).
 //!
@@ -8,8 +8,8 @@
 //! recomputes nothing but `tanh c'`: the forward keeps the gate activations. Used for `Wgpu`,
 //! `Cuda` (feature `cuda`) and `Autodiff` of either, chosen at run time by type like
 //! [`crate::fused`]; the kernels are generic over the CubeCL runtime, and `entry_points!`
-//! instantiates them once per backend. `EMBER_UNFUSED=1` turns them off. The Elman RNN's step (`act(xp + W_hh h)`) is one elementwise op already and
-//! has no kernel here.
+//! instantiates them once per backend. `EMBER_UNFUSED=1` turns them off. The Elman RNN's
+//! step, `act(xp + W_hh h)`, is one kernel too ([`rnn`]).
 //!
 //! With `EMBER_PERSISTENT=1`, an LSTM without `proj_size` goes further ([`sequence`]): its
 //! whole recurrence is one persistent kernel launch, one cube per batch row.
@@ -169,6 +169,29 @@ fn gru_forward<B: CubeBridge>(
     (B::from_cube(h), (act, gh, h_prev))
 }
 
+/// Elman RNN step forward: `h' = act(xp + gh)`, which its backward pass also reads.
+fn rnn_forward<B: CubeBridge>(
+    xp: FloatTensor<B>,
+    gh: FloatTensor<B>,
+    relu: bool,
+) -> (FloatTensor<B>, CubeTensor<B::Runtime>) {
+    let (xp, gh) = (B::to_cube(xp), B::to_cube(gh));
+    let [batch, hidden] = dims2(&xp);
+    let h = empty(&xp, vec![batch, hidden]);
+    let (count, dim, units) = grid(batch * hidden);
+    kernels::rnn_forward::launch::<B::Runtime>(
+        &xp.client.clone(),
+        count,
+        dim,
+        xp.into_array_arg(),
+        gh.into_array_arg(),
+        h.clone().into_array_arg(),
+        units,
+        relu,
+    );
+    (B::from_cube(h.clone()), h)
+}
+
 /// What the LSTM step's backward reads: activations, `[h'; c']`, `c`. Kept as CubeCL tensors,
 /// so the backward pass hands only its incoming gradient over from Burn's fusion stream.
 type LstmSaved<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
@@ -252,6 +275,38 @@ impl<B: CubeBridge> Backward<B, 3> for GruStep {
     }
 }
 
+/// The Elman RNN step's autodiff node, for `tanh` or (`relu`) `relu`; parents `xp`, `gh`,
+/// which get the same gradient. Its state is the step's output.
+#[derive(Debug)]
+struct RnnStep {
+    relu: bool,
+}
+
+impl<B: CubeBridge> Backward<B, 2> for RnnStep {
+    type State = CubeTensor<B::Runtime>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dh = B::to_cube(grads.consume::<B>(&ops.node));
+        let h = ops.state;
+        let [batch, hidden] = dims2(&h);
+        let d_pre = empty(&h, vec![batch, hidden]);
+        let (count, dim, units) = grid(batch * hidden);
+        kernels::rnn_backward::launch::<B::Runtime>(
+            &h.client.clone(),
+            count,
+            dim,
+            dh.into_array_arg(),
+            h.into_array_arg(),
+            d_pre.clone().into_array_arg(),
+            units,
+            self.relu,
+        );
+        for node in ops.parents.into_iter().flatten() {
+            grads.register::<B>(node.id, B::from_cube(d_pre.clone()));
+        }
+    }
+}
+
 /// [`lstm`] on a plain CubeCL backend.
 fn lstm_plain<B: CubeBridge>(gates: FloatTensor<B>, c_prev: FloatTensor<B>) -> FloatTensor<B> {
     lstm_forward::<B>(gates, c_prev).0
@@ -293,6 +348,24 @@ fn gru_tracked<B: CubeBridge, C: CheckpointStrategy>(
     }
 }
 
+/// [`rnn`] as one node of `Autodiff<B, C>`'s graph.
+fn rnn_tracked<B: CubeBridge, C: CheckpointStrategy>(
+    xp: FloatTensor<Autodiff<B, C>>,
+    gh: FloatTensor<Autodiff<B, C>>,
+    relu: bool,
+) -> FloatTensor<Autodiff<B, C>> {
+    let nodes = [xp.node.clone(), gh.node.clone()];
+    let (h, saved) = rnn_forward::<B>(xp.primitive, gh.primitive, relu);
+    match (RnnStep { relu })
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(saved, h),
+        OpsKind::UnTracked(prep) => prep.finish(h),
+    }
+}
+
 /// The kernels' entry points on one GPU backend `$backend` (its CubeCL runtime `$runtime`)
 /// and on `Autodiff` of it, written out per backend rather than left generic so they are
 /// compiled once, here, and not again in every crate whose generic models call them. Each
@@ -324,6 +397,16 @@ macro_rules! entry_points {
             #[inline(never)]
             fn gru_tracked([x, g, h]: [FloatTensor<Ad>; 3]) -> FloatTensor<Ad> {
                 super::gru_tracked::<Plain, NoCheckpointing>(x, g, h)
+            }
+
+            #[inline(never)]
+            fn rnn_plain([x, g]: [FloatTensor<Plain>; 2], relu: bool) -> FloatTensor<Plain> {
+                super::rnn_forward::<Plain>(x, g, relu).0
+            }
+
+            #[inline(never)]
+            fn rnn_tracked([x, g]: [FloatTensor<Ad>; 2], relu: bool) -> FloatTensor<Ad> {
+                super::rnn_tracked::<Plain, NoCheckpointing>(x, g, relu)
             }
 
             #[inline(never)]
@@ -361,6 +444,15 @@ macro_rules! entry_points {
             pub(super) fn pick_gru<B: Backend>(inputs: &[Tensor<B, 2>; 3]) -> Option<Tensor<B, 2>> {
                 on::<B, Ad, 3, 2>(inputs, gru_tracked)
                     .or_else(|| on::<B, Plain, 3, 2>(inputs, gru_plain))
+            }
+
+            /// The Elman RNN step kernel's `h'` when `B` is this backend.
+            pub(super) fn pick_rnn<B: Backend>(
+                inputs: &[Tensor<B, 2>; 2],
+                relu: bool,
+            ) -> Option<Tensor<B, 2>> {
+                on::<B, Ad, 2, 2>(inputs, |i| rnn_tracked(i, relu))
+                    .or_else(|| on::<B, Plain, 2, 2>(inputs, |i| rnn_plain(i, relu)))
             }
 
             /// The dropout node when `B` is `Autodiff` of this backend; else `x` back.
@@ -449,6 +541,28 @@ pub(crate) fn gru<B: Backend>(
     out
 }
 
+/// The Elman RNN step in one kernel, `h' = act(xp + gh)` from `xp` and `gh` (`[batch, H]`),
+/// `act` being `relu` when `relu`, else `tanh`; `None` where the backend has no kernel.
+///
+/// One kernel after Burn's matmul rather than an add and an activation that Burn's fusion
+/// folds into the matmul: on lavapipe its autotune sometimes picks a fused double-buffered
+/// matmul (`fused_double_buffering_unit`, for `[5, 24] × [24, 24]`) whose results are wrong,
+/// and the RNN's gradients with it.
+pub(crate) fn rnn<B: Backend>(
+    xp: Tensor<B, 2>,
+    gh: Tensor<B, 2>,
+    relu: bool,
+) -> Option<Tensor<B, 2>> {
+    if !enabled() {
+        return None;
+    }
+    let inputs = [xp, gh];
+    let out = wgpu::pick_rnn(&inputs, relu);
+    #[cfg(feature = "cuda")]
+    let out = out.or_else(|| cuda::pick_rnn(&inputs, relu));
+    out
+}
+
 /// Dropout of the flat `x` with probability `prob` in one kernel, as one autodiff node, when
 /// `B` is `Autodiff` of a GPU backend; else `x` back. The caller checks `prob > 0` and
 /// [`crate::fused::enabled`].
@@ -478,6 +592,10 @@ mod tests {
 
     fn close(what: &str, a: Vec<f32>, b: Vec<f32>) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
+        assert!(
+            a.iter().chain(&b).all(|v| v.is_finite()),
+            "{what}: a value is NaN or infinite"
+        );
         let worst = a
             .iter()
             .zip(&b)
@@ -547,6 +665,34 @@ mod tests {
             .zip(kernel.into_iter().zip(reference))
         {
             close(what, a, b);
+        }
+    }
+
+    #[test]
+    fn rnn_kernel_matches_the_elementwise_ops() {
+        let device = WgpuDevice::default();
+        let (batch, hidden) = (5, 24);
+        for relu in [false, true] {
+            let xp = random([batch, hidden], &device);
+            let gh = random([batch, hidden], &device);
+            let w = Tensor::<Ad, 2>::random([batch, hidden], Distribution::Default, &device);
+            let h = rnn(xp.clone(), gh.clone(), relu).expect("wgpu has the kernel");
+            let pre = xp.clone() + gh.clone();
+            let h_ref = if relu {
+                burn::tensor::activation::relu(pre)
+            } else {
+                pre.tanh()
+            };
+            close("h", values(h.clone()), values(h_ref.clone()));
+            let inputs = [&xp, &gh];
+            let kernel = grads(h, &w, &inputs);
+            let reference = grads(h_ref, &w, &inputs);
+            for (what, (a, b)) in ["d xp", "d gh"]
+                .iter()
+                .zip(kernel.into_iter().zip(reference))
+            {
+                close(&format!("{what} (relu: {relu})"), a, b);
+            }
         }
     }
 
