@@ -13,7 +13,7 @@
 //! - `--run` runs that script here, for a machine with a GPU and the folder prepared.
 //! - `--dry-run [--out DIR]` runs `check.py` here on this machine's Vulkan device (lavapipe
 //!   without a GPU) with tiny shapes, using the `ember` and `train_bench` the test suite builds,
-//!   so the script cannot rot while no device is lent.
+//!   so the script cannot rot while no device is lent. CI runs it after the tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

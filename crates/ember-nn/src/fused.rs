@@ -14,7 +14,7 @@
 //! for `Autodiff<NdArray>` and `Autodiff<Flex>` (training), and for plain `NdArray`/`Flex`
 //! (inference) on sequences of [`SHORT`] steps or more, chosen at run time by type, so models
 //! keep a plain `B: Backend` bound. wgpu runs the per-step loop with a CubeCL kernel for each
-//! LSTM or GRU step (feature `cube`); with `EMBER_PERSISTENT=1`, an LSTM without `proj_size`
+//! LSTM, GRU or RNN step (feature `cube`); with `EMBER_PERSISTENT=1`, an LSTM without `proj_size`
 //! runs there as one persistent CubeCL kernel over all steps instead. Setting
 //! `EMBER_UNFUSED=1` turns the fused path off (for benchmarks and comparisons).
 

@@ -10,9 +10,11 @@
 //!   input projections and the language model's head.
 //! - [`fused`]: the LSTM, GRU and RNN recurrences as one autodiff op each, with a hand-written
 //!   backward pass (CPU, on `ember-kernels`).
-//! - `cube` (feature `cube`, on by default): the pointwise part of an LSTM or GRU step as one
-//!   CubeCL kernel with a hand-written backward kernel (wgpu).
+//! - `cube` (feature `cube`, on by default): the pointwise part of an LSTM, GRU or RNN step as one
+//!   CubeCL kernel with a hand-written backward kernel (wgpu, and CUDA with `cuda`).
 //! - [`clip`]: [`ClipGlobalNorm`], PyTorch's `clip_grad_norm_` around any optimizer.
+//! - [`cross_entropy`]: the masked mean cross-entropy as one autodiff op (CPU, on
+//!   `ember-kernels`); Burn's ops elsewhere.
 //! - [`dropout`]: dropout as one autodiff op with Philox masks kept as bytes (CPU, on
 //!   `ember-kernels`); Burn's `Dropout` elsewhere.
 //! - [`packing`]: variable lengths as PyTorch packs them (sorted, shrinking active batch).
