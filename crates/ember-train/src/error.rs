@@ -101,6 +101,9 @@ pub enum TrainError {
     /// Sampling options that cannot work.
     #[error("{0}")]
     BadOption(String),
+    /// A model the ONNX export cannot write, and why.
+    #[error("ONNX export: {0}")]
+    Onnx(String),
 }
 
 impl TrainError {

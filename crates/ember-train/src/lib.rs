@@ -32,6 +32,7 @@ pub mod lr_find;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 pub mod output;
 pub mod plot;
 pub mod predict;

@@ -2,7 +2,8 @@
 //! usual way, with the user's vocabulary (no special tokens) and module names
 //! (`encoder`/`rnn`/`decoder`, makemore's `.`), import with that vocabulary, reproduce PyTorch's
 //! own held-out loss on Flex, NdArray and wgpu, and export back under the user's names, bit for
-//! bit.
+//! bit, or as ONNX graphs that onnxruntime runs to ember's logits (`tools/fixtures/
+//! onnx_scores.py`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,9 @@ use burn::backend::{Flex, NdArray, Wgpu};
 use burn::prelude::*;
 use ember_data::Vocab;
 use ember_train::export::{export_safetensors, TorchNames};
-use ember_train::import::{import, read_torch_file};
+use ember_train::import::{char_lm_from_torch, import, read_torch_file};
+use ember_train::onnx::export_onnx;
+use ember_train::run::prepare_data_in;
 use ember_train::{eval_run, load_run, EvalData, ExperimentConfig};
 use serde_json::Value;
 
@@ -212,4 +215,117 @@ fn a_vocabulary_that_does_not_fit_the_data_is_named() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("--bos CHAR --eos CHAR"), "{err}");
+}
+
+/// The import fixtures' two-layer ReLU RNN (`tests/fixtures/import`, ember's names and
+/// vocabulary): its file, config and vocabulary.
+fn rnn_relu() -> (PathBuf, ExperimentConfig, Vocab) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import");
+    let cfg = ExperimentConfig::parse(&format!(
+        "name = \"rnn\"\n[data]\npath = {:?}\nvalid_fraction = 0.25\n[model]\nkind = \"rnn\"\n\
+         nonlinearity = \"relu\"\nembed_dim = 4\nhidden_size = 6\nnum_layers = 2\n",
+        dir.join("names.txt").to_str().unwrap()
+    ))
+    .unwrap();
+    let vocab = prepare_data_in(&cfg, None).unwrap().vocab;
+    (dir.join("char_rnn_relu.safetensors"), cfg, vocab)
+}
+
+/// The graphs `ember_train::onnx` writes for the fixture models are the ones onnxruntime
+/// scored (`onnx/*.onnx`, byte for byte), and ember's own logits and final states on the same
+/// characters are onnxruntime's (`onnx/expected.json`, within 1e-5). `EMBER_WRITE_FIXTURES=1`
+/// writes the graphs for `tools/fixtures/onnx_scores.py` instead of comparing them.
+#[test]
+fn onnx_export_runs_in_onnxruntime_as_in_ember() {
+    let dir = fixtures().join("onnx");
+    let write = std::env::var_os("EMBER_WRITE_FIXTURES").is_some();
+    let scores: Value = if write {
+        Value::Null
+    } else {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
+    };
+    let tolerance = 1e-5;
+    let device = NdArrayDevice::Cpu;
+    for name in ["word_lm_lstm", "word_lm_gru", "names_lstm", "char_rnn_relu"] {
+        let (from, cfg, vocab) = if name == "char_rnn_relu" {
+            rnn_relu()
+        } else {
+            let m = &expected()["models"][name];
+            let from = fixtures().join(m["files"]["safetensors"].as_str().unwrap());
+            (from, config(m), vocab(m, false))
+        };
+        let (model, _) = char_lm_from_torch::<NdArray>(&from, &cfg, &vocab, &device)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let graph = dir.join(format!("{name}.onnx"));
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            export_onnx(&model, cfg.model.nonlinearity, &graph).unwrap();
+            continue;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("model.onnx");
+        let shape = export_onnx(&model, cfg.model.nonlinearity, &fresh).unwrap();
+        assert!(
+            std::fs::read(&fresh).unwrap() == std::fs::read(&graph).unwrap(),
+            "{name}: the export differs from the graph onnxruntime scored; rerun \
+             tools/fixtures/onnx_scores.py (see its docs)"
+        );
+        let s = &scores["models"][name];
+        let floats = |key: &str| -> Vec<f32> {
+            s[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: {key}"))
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        };
+        let ids: Vec<i64> = s["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        let steps = ids.len();
+        let tokens =
+            Tensor::<NdArray, 2, Int>::from_data(TensorData::new(ids, [1, steps]), &device);
+        let (logits, state) = model.forward(tokens, None);
+        assert_eq!(logits.dims(), [1, steps, shape.vocab], "{name}: logits");
+        let mut pairs = vec![
+            ("logits", logits.into_data(), floats("logits")),
+            ("h_n", state.h.into_data(), floats("h_n")),
+        ];
+        if let Some(c) = state.c {
+            pairs.push(("c_n", c.into_data(), floats("c_n")));
+        }
+        for (what, got, want) in pairs {
+            let got: Vec<f32> = got.iter::<f32>().collect();
+            assert_eq!(got.len(), want.len(), "{name} {what}: size");
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    a.is_finite() && b.is_finite() && (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                    "{name} {what}[{i}]: ember {a} vs onnxruntime {b}"
+                );
+            }
+        }
+    }
+}
+
+/// ONNX's LSTM has no projection: a `proj_size` model is refused in one line that says what
+/// to do instead.
+#[test]
+fn onnx_export_refuses_proj_size_in_one_line() {
+    let m = &expected()["models"]["word_lm_lstm_proj"];
+    let from = fixtures().join(m["files"]["safetensors"].as_str().unwrap());
+    let cfg = config(m);
+    let (model, _) =
+        char_lm_from_torch::<NdArray>(&from, &cfg, &vocab(m, false), &NdArrayDevice::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("model.onnx");
+    let err = export_onnx(&model, cfg.model.nonlinearity, &to)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("proj_size") && !err.contains('\n') && !to.exists(),
+        "{err}"
+    );
 }

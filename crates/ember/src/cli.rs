@@ -189,7 +189,9 @@ pub struct ExportArgs {
     /// The run directory (holding best.mpk, config.toml, vocab.json).
     #[arg(long)]
     pub run: PathBuf,
-    /// The safetensors file to write (names `embed.*`, `rnn.*`, `head.*`, PyTorch layouts).
+    /// The file to write: `*.onnx` for an ONNX graph (opset 14, ONNX's LSTM/GRU/RNN, state in
+    /// and out), anything else for a safetensors state_dict (names `embed.*`, `rnn.*`,
+    /// `head.*`, PyTorch layouts).
     #[arg(long)]
     pub to: PathBuf,
     /// Replace an existing file.

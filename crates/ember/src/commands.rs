@@ -438,6 +438,34 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         args.to.display()
     );
     let loaded = ember_train::load_run::<NdArray>(&args.run, &NdArrayDevice::Cpu)?;
+    if args.to.extension().is_some_and(|e| e == "onnx") {
+        let nonlinearity = loaded.config.model.nonlinearity;
+        let shape = ember_train::onnx::export_onnx(&loaded.model, nonlinearity, &args.to)?;
+        println!(
+            "wrote {} as an ONNX graph (opset {}, {} layers of {} × {}) to {}: inputs tokens \
+             [batch, seq] int64, h0{} [{}, batch, {}]; outputs logits [batch, seq, {}], h_n{}",
+            args.run.join(BEST_CHECKPOINT).display(),
+            ember_train::onnx::OPSET,
+            shape.layers,
+            shape.cell,
+            shape.hidden,
+            args.to.display(),
+            if shape.cell == ember_nn::CellKind::Lstm {
+                ", c0"
+            } else {
+                ""
+            },
+            shape.layers,
+            shape.hidden,
+            shape.vocab,
+            if shape.cell == ember_nn::CellKind::Lstm {
+                ", c_n"
+            } else {
+                ""
+            },
+        );
+        return Ok(());
+    }
     let names = ember_train::export::TorchNames::of_run(&args.run)?;
     let count = ember_train::export::export_safetensors(&loaded.model, &names, &args.to)?;
     println!(

@@ -421,6 +421,12 @@ fn import_then_sample() {
         &ember(&export, dir.path()),
         &["back.safetensors exists", "--overwrite"],
     );
+    let onnx = ["export", "--run", "run", "--to", "model.onnx"];
+    let out = stdout(&ember(&onnx, dir.path()));
+    assert!(out.contains("ONNX graph") && out.contains("c_n"), "{out}");
+    let graph = std::fs::read(dir.path().join("model.onnx")).unwrap();
+    // An ONNX ModelProto: field 1 (ir_version), then the producer "ember" somewhere after.
+    assert!(graph.starts_with(&[0x08]) && graph.windows(5).any(|w| w == b"ember"));
 
     let bad = fixtures.join("char_lstm_badshape.safetensors");
     let args = [
