@@ -113,12 +113,23 @@ fn build(
         .collect()
 }
 
-/// The `"executable"` of the target `name` of `kind` among cargo's JSON messages.
+/// The `"executable"` of the target `name` of `kind` among cargo's JSON messages: the program
+/// itself, not its unit-test harness (`cargo test` builds both, each with kind `bin`; the harness's
+/// profile has `"test":true`, and it answers `--config` with libtest's "Unrecognized option").
 fn executable(messages: &str, kind: &str, name: &str) -> Option<PathBuf> {
     let target = format!("\"kind\":[\"{kind}\"],\"crate_types\":[\"bin\"],\"name\":\"{name}\",");
     messages
         .lines()
-        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains(&target))
+        .filter(|l| {
+            let profile = l
+                .split_once("\"profile\":{")
+                .map(|(_, p)| p.split('}').next());
+            l.contains("\"reason\":\"compiler-artifact\"")
+                && l.contains(&target)
+                && profile
+                    .flatten()
+                    .is_some_and(|p| p.contains("\"test\":false"))
+        })
         .find_map(|l| {
             let rest = crate::json_value(l, "executable")?;
             let rest = rest.strip_prefix('"')?;
@@ -301,11 +312,12 @@ mod tests {
     #[test]
     fn executable_finds_each_binary_among_cargos_messages() {
         let messages = [
-            r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"crate_types":["lib"],"name":"ember","src_path":"x"},"executable":null}"#,
-            r#"{"reason":"compiler-artifact","target":{"kind":["example"],"crate_types":["bin"],"name":"layer_bench","src_path":"y"},"executable":"/t/release/examples/layer_bench-1"}"#,
-            r#"{"reason":"compiler-artifact","target":{"kind":["example"],"crate_types":["bin"],"name":"train_bench","src_path":"z"},"executable":"/t/release/examples/train_bench-2"}"#,
-            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"crate_types":["bin"],"name":"ember","src_path":"w"},"executable":"/t/release/deps/ember-3"}"#,
-            r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"crate_types":["bin"],"name":"ember","src_path":"v"},"executable":"/t/release/ember"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"crate_types":["lib"],"name":"ember","src_path":"x"},"profile":{"test":false},"executable":null}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["example"],"crate_types":["bin"],"name":"layer_bench","src_path":"y"},"profile":{"test":false},"executable":"/t/release/examples/layer_bench-1"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["example"],"crate_types":["bin"],"name":"train_bench","src_path":"z"},"profile":{"test":false},"executable":"/t/release/examples/train_bench-2"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"crate_types":["bin"],"name":"ember","src_path":"w"},"profile":{"test":true},"executable":"/t/release/deps/ember-3"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"crate_types":["bin"],"name":"ember","src_path":"v","test":false},"profile":{"test":true},"executable":"/t/release/deps/ember-4"}"#,
+            r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"crate_types":["bin"],"name":"ember","src_path":"v","test":true},"profile":{"opt_level":"3","test":false},"executable":"/t/release/ember"}"#,
         ]
         .join("\n");
         assert_eq!(

@@ -57,8 +57,8 @@ pub fn onnx_model<B: Backend>(
     let refuse = |why: &str| Err(TrainError::Onnx(why.to_owned()));
     if model.body.directions() != 1 {
         return refuse(
-            "a bidirectional recurrent body cannot stream one character at a time; train it with \
-             model.bidirectional = false",
+            "a bidirectional recurrent body reads the future, so it cannot stream one character \
+             at a time; only unidirectional language models export to ONNX",
         );
     }
     let tensors = torch_state_dict(model, &TorchNames::default());
