@@ -3,11 +3,12 @@
 
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::module::embedding;
 
 use crate::affine::{affine, Layout};
-use crate::dropout::dropout;
+use crate::dropout::{dropout, locked_mask, row_mask};
 use crate::layer::{AnyRecurrent, CellKind};
-use crate::recurrent::{RecurrentConfig, RecurrentState};
+use crate::recurrent::{First, RecurrentConfig, RecurrentState};
 use crate::rnn::Nonlinearity;
 use crate::NnError;
 
@@ -37,6 +38,17 @@ pub struct CharLmConfig {
     /// Dropout between recurrent layers and before the head, in training only.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// `dropout` as variational (locked) dropout: one mask per sequence and feature, shared by
+    /// every step (see [`crate::dropout::locked_mask`]), instead of one per element.
+    #[config(default = false)]
+    pub variational: bool,
+    /// Embedding dropout: drops whole rows of the embedding table, in training only (see
+    /// [`crate::dropout::row_mask`]).
+    #[config(default = 0.0)]
+    pub embed_dropout: f64,
+    /// Variational dropout on the embeddings fed to the first layer, in training only.
+    #[config(default = 0.0)]
+    pub input_dropout: f64,
 }
 
 impl CharLmConfig {
@@ -50,11 +62,17 @@ impl CharLmConfig {
                 return Err(NnError::ZeroSize { key });
             }
         }
+        for p in [self.embed_dropout, self.input_dropout] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(NnError::BadDropout(p));
+            }
+        }
         let body = RecurrentConfig::new(self.embed_dim, self.hidden_size)
             .with_num_layers(self.num_layers)
             .with_proj_size(self.proj_size)
             .with_nonlinearity(self.nonlinearity)
             .with_dropout(self.dropout)
+            .with_variational(self.variational)
             .with_batch_first(true)
             .init_any(self.kind, device)?;
         Ok(CharLm {
@@ -62,12 +80,24 @@ impl CharLmConfig {
             head: LinearConfig::new(body.output_size(), self.vocab_size).init(device),
             body,
             dropout: DropoutConfig::new(self.dropout).init(),
+            variational: self.variational,
+            embed_dropout: self.embed_dropout,
+            input_dropout: self.input_dropout,
         })
     }
 }
 
 /// A character-level language model: `logits = head(dropout(body(embedding(tokens))))`, where
 /// the body is a stacked LSTM, GRU or RNN.
+///
+/// In training, with the AWD-LSTM regularisers of its config (each off by default):
+///
+/// ```text
+/// E' = E ⊙ m_e / (1 − p_e)                  m_e ~ Bernoulli(1 − p_e), one per token row
+/// x_t = E'[token_t] ⊙ m_i / (1 − p_i)       m_i ~ Bernoulli(1 − p_i), one per sequence
+/// h_t = body(x_t), its layers' outputs dropped with p (one mask per sequence if variational)
+/// logits_t = W (h_t ⊙ m_o / (1 − p)) + b    m_o per element, or one per sequence if variational
+/// ```
 ///
 /// Initialised as PyTorch initialises `nn.Embedding`, `nn.LSTM`/`nn.GRU`/`nn.RNN` and
 /// `nn.Linear`:
@@ -84,6 +114,26 @@ pub struct CharLm<B: Backend> {
     dropout: Dropout,
     /// Projection to next-token logits.
     pub head: Linear<B>,
+    variational: bool,
+    embed_dropout: f64,
+    input_dropout: f64,
+}
+
+/// The dropout masks of one training step of a [`CharLm`], scaled (`m / (1 − p)`); `None`
+/// where that dropout is off or drawn inside. Training draws them ([`CharLm::draw_masks`]); a
+/// test fixes them to compare with a reference ([`CharLm::forward_with_masks`]).
+#[derive(Debug, Clone)]
+pub struct DropMasks<B: Backend> {
+    /// Embedding dropout, `[vocab, 1]`.
+    pub embed: Option<Tensor<B, 2>>,
+    /// Variational dropout of the first layer's input, `[1, batch, embed_dim]`.
+    pub input: Option<Tensor<B, 3>>,
+    /// Between layers, `[1, batch, width]` each (`num_layers − 1` of them); `None`: the body
+    /// draws its own.
+    pub between: Option<Vec<Tensor<B, 3>>>,
+    /// Before the head, `[1, batch, width]`; `None`: [`crate::dropout::dropout`] per element
+    /// with the config's `dropout`.
+    pub output: Option<Tensor<B, 3>>,
 }
 
 impl<B: Backend> CharLm<B> {
@@ -123,19 +173,62 @@ impl<B: Backend> CharLm<B> {
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        let masks = self.draw_masks(tokens.dims()[0], &tokens.device());
+        self.forward_with_masks(tokens, lengths, state, masks)
+    }
+
+    /// The masks of one training step for `batch` sequences: those of the regularisers that are
+    /// on, in training only (all `None` otherwise).
+    pub fn draw_masks(&self, batch: usize, device: &B::Device) -> DropMasks<B> {
+        let [vocab, embed] = self.embedding.weight.dims();
+        let width = self.body.output_size();
+        DropMasks {
+            embed: row_mask(self.embed_dropout, vocab, device),
+            input: locked_mask(self.input_dropout, batch, embed, device),
+            between: None,
+            output: if self.variational {
+                locked_mask(self.dropout.prob, batch, width, device)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// [`Self::forward_time_major`] with the dropout masks given (see [`DropMasks`]).
+    pub fn forward_with_masks(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+        masks: DropMasks<B>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
         // Time-major inside: transposing the token ids and the logits is cheaper than
-        // transposing the hidden states (and their gradients). The body looks the tokens up
-        // in its first layer's projection of the embedding table.
-        let (h, state) = self.body.forward_tokens(
-            self.embedding.weight.val(),
-            tokens.swap_dims(0, 1),
-            lengths,
-            state,
-        );
+        // transposing the hidden states (and their gradients). Without input dropout, the body
+        // looks the tokens up in its first layer's projection of the embedding table.
+        let tokens = tokens.swap_dims(0, 1);
+        let table = match masks.embed {
+            Some(m) => self.embedding.weight.val() * m,
+            None => self.embedding.weight.val(),
+        };
+        let first = match masks.input {
+            Some(m) => First::Features(embedding(table, tokens) * m),
+            None => First::Tokens(table, tokens),
+        };
+        let (h, state) = match (&masks.between, first) {
+            (Some(between), first) => self.body.forward_with_masks(first, lengths, state, between),
+            (None, First::Features(x)) => self.body.forward_time_major(x, lengths, state),
+            (None, First::Tokens(table, tokens)) => {
+                self.body.forward_tokens(table, tokens, lengths, state)
+            }
+        };
+        let h = match masks.output {
+            Some(m) => h * m,
+            None => dropout(&self.dropout, h),
+        };
         let [steps, batch, width] = h.dims();
         // The head as one affine map over every step (one autodiff node on the CPU backends).
         let logits = affine(
-            dropout(&self.dropout, h).reshape([steps * batch, width]),
+            h.reshape([steps * batch, width]),
             self.head.weight.val(),
             self.head.bias.as_ref().map(|b| b.val()),
             Layout::InOut,

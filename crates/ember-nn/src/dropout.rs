@@ -45,6 +45,53 @@ pub fn dropout<B: Backend, const D: usize>(layer: &Dropout, x: Tensor<B, D>) -> 
     y.reshape(shape)
 }
 
+/// The scaled mask `[1, batch, features]` of variational (locked) dropout with `prob`, in
+/// training only (`None` otherwise, or when `prob` is 0): one draw per sequence and feature,
+/// shared by every step of a time-major `[seq, batch, features]` tensor (Gal & Ghahramani,
+/// 2016; AWD-LSTM's `LockedDropout`):
+///
+/// ```text
+/// y[t, b, f] = x[t, b, f] · m[b, f] / (1 − p),   m[b, f] ~ Bernoulli(1 − p)
+/// ```
+///
+/// The mask is [`dropout`] of ones, so it comes from the same generator and seed; applying it
+/// is one broadcast product over the sequence.
+pub fn locked_mask<B: Backend>(
+    prob: f64,
+    batch: usize,
+    features: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 3>> {
+    (prob > 0.0 && B::ad_enabled(device)).then(|| {
+        let layer = Dropout { prob };
+        dropout(&layer, Tensor::ones([1, batch, features], device))
+    })
+}
+
+/// Variational (locked) dropout of a time-major `x` `[seq, batch, features]` with `layer.prob`
+/// (see [`locked_mask`]); the identity outside training.
+pub fn locked_dropout<B: Backend>(layer: &Dropout, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [_, batch, features] = x.dims();
+    match locked_mask::<B>(layer.prob, batch, features, &x.device()) {
+        Some(mask) => x * mask,
+        None => x,
+    }
+}
+
+/// The scaled mask `[vocab, 1]` of embedding dropout with `prob`, in training only: whole rows
+/// of the embedding table (every occurrence of a token in the batch) are dropped, the others
+/// scaled by `1 / (1 − p)` (Gal & Ghahramani, 2016; AWD-LSTM's `embedded_dropout`):
+///
+/// ```text
+/// E'[v, :] = E[v, :] · m[v] / (1 − p),   m[v] ~ Bernoulli(1 − p)
+/// ```
+pub fn row_mask<B: Backend>(prob: f64, rows: usize, device: &B::Device) -> Option<Tensor<B, 2>> {
+    (prob > 0.0 && B::ad_enabled(device)).then(|| {
+        let layer = Dropout { prob };
+        dropout(&layer, Tensor::ones([rows, 1], device))
+    })
+}
+
 /// The CubeCL kernel's dropout node where `B` is `Autodiff` of a GPU backend; else `x` back.
 fn on_gpu<B: Backend>(x: Tensor<B, 1>, prob: f64) -> Result<Tensor<B, 1>, Tensor<B, 1>> {
     #[cfg(feature = "cube")]
@@ -229,6 +276,68 @@ mod tests {
         assert_ne!(a, masks::<Autodiff<Flex>>(&device, 8));
         let n = masks::<Autodiff<NdArray>>(&NdArrayDevice::Cpu, 7);
         assert_eq!(n, masks::<Autodiff<NdArray>>(&NdArrayDevice::Cpu, 7));
+    }
+
+    /// Variational dropout: one mask per (sequence, feature), the same at every step, at the
+    /// rate `p`, scaled by `1 / (1 − p)`; its gradient is the upstream gradient times the mask.
+    #[test]
+    fn locked_dropout_shares_one_mask_over_time_and_passes_its_gradient() {
+        type A = Autodiff<Flex>;
+        let device = FlexDevice;
+        A::seed(&device, 11);
+        let (steps, batch, features) = (7, 40, 50);
+        let layer = DropoutConfig::new(0.3).init();
+        let x = Tensor::<A, 3>::random(
+            [steps, batch, features],
+            Distribution::Uniform(0.5, 2.0),
+            &device,
+        )
+        .require_grad();
+        let y = locked_dropout(&layer, x.clone());
+        let dx = values(x.grad(&y.clone().sum().backward()).expect("x tracked"));
+        let (x, y) = (values(x), values(y));
+        let scale = (1.0 / (1.0 - 0.3f64)) as f32;
+        let mut dropped = 0;
+        for bf in 0..batch * features {
+            let keep = y[bf] != 0.0;
+            dropped += usize::from(!keep);
+            for t in 0..steps {
+                let i = t * batch * features + bf;
+                let m = if keep { scale } else { 0.0 };
+                assert_eq!(y[i], x[i] * m, "element {i}: the mask changed over time");
+                assert_eq!(dx[i], m, "gradient of element {i}");
+            }
+        }
+        // 2000 masks at p = 0.3: the standard deviation of the rate is 0.0102.
+        let rate = dropped as f64 / (batch * features) as f64;
+        assert!((rate - 0.3).abs() < 0.05, "drop rate {rate}");
+    }
+
+    /// Embedding dropout drops whole rows at the rate `p`; outside training every mask is off.
+    #[test]
+    fn row_masks_drop_whole_rows_and_only_in_training() {
+        type A = Autodiff<Flex>;
+        let device = FlexDevice;
+        A::seed(&device, 5);
+        let mask = values(row_mask::<A>(0.25, 4000, &device).expect("training draws a mask"));
+        assert_eq!(mask.len(), 4000);
+        assert!(mask
+            .iter()
+            .all(|&m| m == 0.0 || m == (1.0 / 0.75f64) as f32));
+        // 4000 rows at p = 0.25: the standard deviation of the rate is 0.0068.
+        let rate = mask.iter().filter(|&&m| m == 0.0).count() as f64 / 4000.0;
+        assert!((rate - 0.25).abs() < 0.035, "drop rate {rate}");
+        assert!(row_mask::<Flex>(0.25, 10, &device).is_none(), "inference");
+        assert!(row_mask::<A>(0.0, 10, &device).is_none(), "p = 0");
+        assert!(
+            locked_mask::<Flex>(0.5, 2, 3, &device).is_none(),
+            "inference"
+        );
+        let x = Tensor::<Flex, 3>::ones([2, 3, 4], &device);
+        assert_eq!(
+            values(locked_dropout(&DropoutConfig::new(0.5).init(), x.clone())),
+            values(x)
+        );
     }
 
     #[test]

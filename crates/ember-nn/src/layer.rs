@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::recurrent::{Gru, Lstm, RecurrentConfig, RecurrentState, Rnn};
+use crate::recurrent::{First, Gru, Lstm, RecurrentConfig, RecurrentState, Rnn};
 use crate::torch::{TorchParam, TorchTensors};
 use crate::NnError;
 
@@ -132,6 +132,17 @@ impl<B: Backend> AnyRecurrent<B> {
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
         each!(self, l => l.forward_tokens(table, tokens, lengths, state))
+    }
+
+    /// See [`crate::Recurrent::forward_with_masks`].
+    pub fn forward_with_masks(
+        &self,
+        first: First<B>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+        between: &[Tensor<B, 3>],
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        each!(self, l => l.forward_with_masks(first, lengths, state, between))
     }
 
     /// See [`crate::Recurrent::load_torch`].

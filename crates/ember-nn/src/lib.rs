@@ -48,7 +48,7 @@ pub mod torch;
 
 pub use adam::{FusedAdam, FusedAdamW};
 pub use cell::{CellState, RecurrentCell};
-pub use char_lm::{CharLm, CharLmConfig};
+pub use char_lm::{CharLm, CharLmConfig, DropMasks};
 pub use classifier::{Pooling, SequenceClassifier, SequenceClassifierConfig};
 pub use clip::ClipGlobalNorm;
 pub use error::NnError;

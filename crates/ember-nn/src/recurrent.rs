@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 
 use crate::cell::{CellOptions, CellSpec, CellState, RecurrentCell};
-use crate::dropout::dropout;
+use crate::dropout::{dropout, locked_dropout};
 use crate::gru::GruCell;
 use crate::lstm::LstmCell;
 use crate::packing::Packing;
@@ -43,6 +43,11 @@ pub struct RecurrentConfig {
     /// Dropout on the outputs of every layer but the last, in training only.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// The dropout between layers as variational (locked) dropout: one mask per sequence and
+    /// feature, shared by every step (see [`crate::dropout::locked_mask`]), instead of
+    /// PyTorch's one mask per element.
+    #[config(default = false)]
+    pub variational: bool,
     /// Add a reverse direction and concatenate both directions' outputs.
     #[config(default = false)]
     pub bidirectional: bool,
@@ -121,6 +126,7 @@ impl RecurrentConfig {
         Ok(Recurrent {
             cells,
             dropout: DropoutConfig::new(self.dropout).init(),
+            variational: self.variational,
             hidden_size: self.hidden_size,
             output_size,
             num_layers: self.num_layers,
@@ -166,6 +172,7 @@ pub struct Recurrent<B: Backend, C: Module<B>> {
     /// One cell per layer and direction, in PyTorch's `h_n` row order (`layer·D + direction`).
     pub cells: Vec<C>,
     dropout: Dropout,
+    variational: bool,
     hidden_size: usize,
     output_size: usize,
     num_layers: usize,
@@ -262,7 +269,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
-        self.run(First::Features(x), lengths, state)
+        self.run(First::Features(x), lengths, state, None)
     }
 
     /// [`Self::forward_time_major`] on token ids `[seq, batch]` looked up in `table
@@ -284,7 +291,27 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         } else {
             First::Tokens(table, tokens)
         };
-        self.run(first, lengths, state)
+        self.run(first, lengths, state, None)
+    }
+
+    /// [`Self::forward_time_major`] (`first` features) or [`Self::forward_tokens`] (`first`
+    /// tokens, looked up as given) with the dropout masks between layers given instead of
+    /// drawn: one `[1, batch, D·H_out]` per boundary (`num_layers − 1` of them), already scaled
+    /// by `1 / (1 − p)`, each shared by every step, in the caller's batch order. A test fixes the
+    /// masks of a reference this way.
+    pub fn forward_with_masks(
+        &self,
+        first: First<B>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+        between: &[Tensor<B, 3>],
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        assert_eq!(
+            between.len(),
+            self.num_layers - 1,
+            "one mask per boundary between layers"
+        );
+        self.run(first, lengths, state, Some(between))
     }
 
     fn run(
@@ -292,6 +319,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         first: First<B>,
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
+        between: Option<&[Tensor<B, 3>]>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
         let (steps, batch, device) = first.shape();
         if let Some(l) = lengths {
@@ -316,7 +344,17 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         let mut x: Option<Tensor<B, 3>> = None;
         for layer in 0..self.num_layers {
             // Between layers, one dropout mask for both directions.
-            let input = x.map(|x| dropout(&self.dropout, x));
+            let input = x.map(|x| match between {
+                Some(masks) => {
+                    let mask = masks[layer - 1].clone();
+                    x * match &packing {
+                        Some(p) => p.sort(mask, 1),
+                        None => mask,
+                    }
+                }
+                None if self.variational => locked_dropout(&self.dropout, x),
+                None => dropout(&self.dropout, x),
+            });
             let mut outs = Vec::with_capacity(self.directions);
             for dir in 0..self.directions {
                 let row = layer * self.directions + dir;
@@ -354,7 +392,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
 }
 
 /// The input of a stack's first layer.
-enum First<B: Backend> {
+pub enum First<B: Backend> {
     /// Features `[seq, batch, in]`.
     Features(Tensor<B, 3>),
     /// An embedding table `[vocab, in]` and token ids `[seq, batch]`.

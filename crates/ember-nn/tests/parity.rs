@@ -1,18 +1,26 @@
-//! Parity with PyTorch: every committed fixture (`tests/fixtures/rnn/`, written by
-//! `tools/fixtures/rnn_parity.py` with PyTorch 2.15) run through ember's layers on ndarray and
-//! on wgpu. Outputs, final states and the gradients of a scalar loss with respect to the input,
-//! the initial state and every weight must agree to 1e-5 absolute.
+//! Parity with PyTorch: every committed fixture run through ember on flex, ndarray and wgpu.
+//! Outputs, final states and the gradients of a scalar loss with respect to the input, the
+//! initial state and every weight must agree to 1e-5 absolute (and be finite).
+//!
+//! - `tests/fixtures/rnn/` (`tools/fixtures/rnn_parity.py`, PyTorch 2.15): the recurrent
+//!   layers, every cell kind and option.
+//! - `tests/fixtures/regularisers/` (`tools/fixtures/awd_dropout.py`): the character model with
+//!   AWD-LSTM's embedding dropout and variational dropout on its input, between its layers and
+//!   before its head, the masks fixed.
 
 use std::path::PathBuf;
 
+use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::wgpu::WgpuDevice;
+use burn::backend::Flex;
 use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_nn::{
-    GruCell, LstmCell, Nonlinearity, Recurrent, RecurrentCell, RecurrentConfig, RecurrentState,
-    RnnCell, TorchParam, TorchTensors,
+    CellKind, CharLmConfig, DropMasks, GruCell, LstmCell, Nonlinearity, Recurrent, RecurrentCell,
+    RecurrentConfig, RecurrentState, RnnCell, TorchParam, TorchTensors,
 };
 use serde_json::Value;
 
@@ -20,6 +28,14 @@ const TOLERANCE: f32 = 1e-5;
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rnn")
+}
+
+fn regulariser_cases() -> Vec<(String, Value)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/regularisers");
+    ["lstm", "gru_packed"]
+        .into_iter()
+        .map(|n| (n.to_owned(), read_json(dir.join(format!("{n}.json")))))
+        .collect()
 }
 
 fn read_json(path: PathBuf) -> Value {
@@ -224,12 +240,167 @@ fn check_all<B: AutodiffBackend>(device: &B::Device) {
     );
 }
 
+/// Runs one regulariser case (see the module docs); returns what did not match.
+fn check_regularised<B: AutodiffBackend>(case: &Value, device: &B::Device) -> Vec<String> {
+    let c = &case["config"];
+    let int = |k: &str| c[k].as_u64().unwrap() as usize;
+    let prob = |k: &str| c[k].as_f64().unwrap();
+    let kind = match c["cell"].as_str().unwrap() {
+        "lstm" => CellKind::Lstm,
+        "gru" => CellKind::Gru,
+        other => panic!("unknown cell {other}"),
+    };
+    let mut lm = CharLmConfig::new(int("vocab_size"))
+        .with_kind(kind)
+        .with_embed_dim(int("embed_dim"))
+        .with_hidden_size(int("hidden_size"))
+        .with_num_layers(int("num_layers"))
+        .with_dropout(prob("p"))
+        .with_variational(true)
+        .with_embed_dropout(prob("p_embed"))
+        .with_input_dropout(prob("p_input"))
+        .init::<B>(device)
+        .unwrap();
+    let params = &case["params"];
+    lm.embedding.weight = Param::from_tensor(tensor(&params["embedding.weight"], device));
+    let (shape, data) = host(&params["head.weight"]);
+    let (shape, data) = ember_nn::torch::transpose(&shape, &data);
+    lm.head.weight = Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device));
+    lm.head.bias = Some(Param::from_tensor(tensor(&params["head.bias"], device)));
+    let mut tensors = TorchTensors::new();
+    for (name, v) in params.as_object().unwrap() {
+        if name.starts_with("rnn.") {
+            let (shape, data) = host(v);
+            tensors.insert(name.clone(), shape, data);
+        }
+    }
+    lm.body = lm.body.load_torch("rnn.", &mut tensors).unwrap();
+    assert!(tensors.remaining().is_empty(), "{:?}", tensors.remaining());
+
+    let (shape, ids) = (
+        [
+            case["tokens"]["shape"][0].as_u64().unwrap() as usize,
+            case["tokens"]["shape"][1].as_u64().unwrap() as usize,
+        ],
+        case["tokens"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect::<Vec<_>>(),
+    );
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), device);
+    let lengths: Option<Vec<usize>> = case["lengths"]
+        .as_array()
+        .map(|l| l.iter().map(|x| x.as_u64().unwrap() as usize).collect());
+    let m = &case["masks"];
+    let masks = DropMasks {
+        embed: Some(tensor(&m["embed"], device)),
+        input: Some(tensor(&m["input"], device)),
+        between: Some(
+            m["between"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| tensor(v, device))
+                .collect(),
+        ),
+        output: Some(tensor(&m["output"], device)),
+    };
+    let (logits, state) = lm.forward_with_masks(tokens, lengths.as_deref(), None, masks);
+    let logits = logits.swap_dims(0, 1);
+    let mut failures = Vec::new();
+    compare(
+        &mut failures,
+        "logits",
+        Some(logits.clone().inner()),
+        &case["logits"],
+    );
+    compare(
+        &mut failures,
+        "h_n",
+        Some(state.h.clone().inner()),
+        &case["h_n"],
+    );
+    let mut loss = (logits * tensor(&case["grad_logits"], device)).sum()
+        + (state.h * tensor(&case["grad_h_n"], device)).sum();
+    if let Some(c_n) = state.c {
+        compare(
+            &mut failures,
+            "c_n",
+            Some(c_n.clone().inner()),
+            &case["c_n"],
+        );
+        loss = loss + (c_n * tensor(&case["grad_c_n"], device)).sum();
+    }
+    let grads = loss.backward();
+    let want = &case["grad"];
+    compare(
+        &mut failures,
+        "grad.embedding.weight",
+        lm.embedding.weight.grad(&grads),
+        &want["embedding.weight"],
+    );
+    compare(
+        &mut failures,
+        "grad.head.weight",
+        lm.head.weight.grad(&grads).map(|g| g.transpose()),
+        &want["head.weight"],
+    );
+    compare(
+        &mut failures,
+        "grad.head.bias",
+        lm.head.bias.as_ref().and_then(|b| b.grad(&grads)),
+        &want["head.bias"],
+    );
+    for p in lm.body.torch_params("rnn.") {
+        let key = p.name().to_owned();
+        match &p {
+            TorchParam::Matrix(_, t) => compare(
+                &mut failures,
+                &format!("grad.{key}"),
+                t.grad(&grads),
+                &want[&key],
+            ),
+            TorchParam::Vector(_, t) => compare(
+                &mut failures,
+                &format!("grad.{key}"),
+                t.grad(&grads),
+                &want[&key],
+            ),
+        }
+    }
+    failures
+}
+
+fn check_all_regularised<B: AutodiffBackend>(device: &B::Device) {
+    let mut report = Vec::new();
+    for (name, case) in regulariser_cases() {
+        let failures = check_regularised::<B>(&case, device);
+        report.extend(failures.into_iter().map(|f| format!("{name}: {f}")));
+    }
+    assert!(
+        report.is_empty(),
+        "{} mismatches:\n{}",
+        report.len(),
+        report.join("\n")
+    );
+}
+
+#[test]
+fn pytorch_parity_flex() {
+    check_all::<Autodiff<Flex>>(&FlexDevice);
+    check_all_regularised::<Autodiff<Flex>>(&FlexDevice);
+}
+
 #[test]
 fn pytorch_parity_ndarray() {
     check_all::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
+    check_all_regularised::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
 }
 
 #[test]
 fn pytorch_parity_wgpu() {
     check_all::<Autodiff<Wgpu>>(&WgpuDevice::default());
+    check_all_regularised::<Autodiff<Wgpu>>(&WgpuDevice::default());
 }

@@ -184,6 +184,19 @@ pub struct ModelConfig {
     /// Dropout between layers and before the output head.
     #[serde(default)]
     pub dropout: f64,
+    /// Language models only: `dropout` as variational (locked) dropout, one mask per sequence
+    /// and feature shared by every step (Gal & Ghahramani 2016, AWD-LSTM), instead of one per
+    /// element: `y[t, b, f] = x[t, b, f] · m[b, f] / (1 − p)`.
+    #[serde(default)]
+    pub variational_dropout: bool,
+    /// Language models only: embedding dropout, dropping whole rows of the embedding table
+    /// (every occurrence of a character in a batch): `E'[v] = E[v] · m[v] / (1 − p)`.
+    #[serde(default)]
+    pub embed_dropout: f64,
+    /// Language models only: variational dropout on the embeddings fed to the first layer, one
+    /// mask per sequence: `x_t = E[token_t] · m / (1 − p)`.
+    #[serde(default)]
+    pub input_dropout: f64,
     /// Classifiers only: `last` (the last valid step) or `mean` (over the valid steps).
     #[serde(default)]
     pub pooling: Pooling,
@@ -207,6 +220,9 @@ impl Default for ModelConfig {
             proj_size: 0,
             nonlinearity: Nonlinearity::default(),
             dropout: 0.0,
+            variational_dropout: false,
+            embed_dropout: 0.0,
+            input_dropout: 0.0,
             pooling: Pooling::default(),
         }
     }
@@ -491,11 +507,14 @@ impl ExperimentConfig {
                 m.kind
             ));
         }
-        if !(0.0..1.0).contains(&m.dropout) {
-            return Err(format!(
-                "model.dropout must be in [0, 1), got {}",
-                m.dropout
-            ));
+        for (key, p) in [
+            ("dropout", m.dropout),
+            ("embed_dropout", m.embed_dropout),
+            ("input_dropout", m.input_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("model.{key} must be in [0, 1), got {p}"));
+            }
         }
         if !(self.train.learning_rate > 0.0 && self.train.learning_rate.is_finite()) {
             return Err(format!(
@@ -563,6 +582,18 @@ impl ExperimentConfig {
             return Err(format!(
                 "data.bucket_by_length applies to kind = \"lines\" only, not \"{kind}\": remove it"
             ));
+        }
+        let language = matches!(d.kind, DataKind::Lines | DataKind::Text);
+        for (key, on) in [
+            ("variational_dropout", self.model.variational_dropout),
+            ("embed_dropout", self.model.embed_dropout > 0.0),
+            ("input_dropout", self.model.input_dropout > 0.0),
+        ] {
+            if on && !language {
+                return Err(format!(
+                    "model.{key} applies to language models (data.kind = \"lines\" or \"text\") only, not \"{kind}\": remove it"
+                ));
+            }
         }
         if self.model.pooling != Pooling::Last && d.kind != DataKind::Classes {
             return Err(format!(
@@ -719,6 +750,32 @@ mod tests {
         );
         let err = ExperimentConfig::parse(&format!("{MINIMAL}column = \"v\"\n")).unwrap_err();
         assert!(err.starts_with("data.column applies to"), "{err}");
+        let err = ExperimentConfig::parse(&format!(
+            "{series}column = \"v\"\n[model]\nembed_dropout = 0.1\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("model.embed_dropout applies to language models"),
+            "{err}"
+        );
+        let err = ExperimentConfig::parse(&format!("{MINIMAL}[model]\ninput_dropout = 1.0\n"))
+            .unwrap_err();
+        assert!(
+            err.starts_with("model.input_dropout must be in [0, 1)"),
+            "{err}"
+        );
+        let awd = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nvariational_dropout = true\nembed_dropout = 0.1\ninput_dropout = 0.2\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                awd.model.variational_dropout,
+                awd.model.embed_dropout,
+                awd.model.input_dropout
+            ),
+            (true, 0.1, 0.2)
+        );
         let generated = "name = \"g\"\n[data]\nkind = \"series\"\npath = \"generated\"\n";
         let g = ExperimentConfig::parse(generated).unwrap();
         assert!(g.data.is_generated());

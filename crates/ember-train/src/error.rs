@@ -98,6 +98,18 @@ pub enum TrainError {
         /// What was kept on disk.
         kept: String,
     },
+    /// The loss stayed far above what an untrained model scores (see [`crate::divergence`]).
+    #[error("training diverged at epoch {epoch}: {why}; lower train.learning_rate (it is {learning_rate}) or set train.grad_clip; {kept}")]
+    Diverged {
+        /// The epoch.
+        epoch: usize,
+        /// How: which loss, the limit and the reference it comes from.
+        why: String,
+        /// The configured learning rate.
+        learning_rate: f64,
+        /// What was kept on disk.
+        kept: String,
+    },
     /// Sampling options that cannot work.
     #[error("{0}")]
     BadOption(String),

@@ -4,7 +4,8 @@
 //! - [`config`]: the TOML experiment config (`[data]`, `[model]`, `[train]`), validated on load.
 //! - [`run`]: data preparation and the training entry point [`run::train`]; [`run_dir`]: what a
 //!   run directory holds for other programs (`run.json`, `model.json`).
-//! - [`strategy`]: the epoch loop (exact validation loss, checkpoint policy, NaN stop).
+//! - [`strategy`]: the epoch loop (exact validation loss, checkpoint policy, NaN stop);
+//!   [`divergence`]: the stop on a loss far above the baseline.
 //! - [`checkpoint`]: per-epoch checkpoints, `best.mpk`, `metrics.csv`; [`plot`]: `loss.svg`.
 //! - [`model`]: the language-model wrappers and their loss; [`loss`]: masked cross-entropy and
 //!   masked regression errors.
@@ -22,6 +23,7 @@
 pub mod checkpoint;
 pub mod classification;
 pub mod config;
+pub mod divergence;
 pub mod error;
 pub mod eval;
 pub mod export;

@@ -64,6 +64,9 @@ pub fn char_lm_config(model: &ModelConfig, vocab_size: usize) -> CharLmConfig {
         .with_proj_size(model.proj_size)
         .with_nonlinearity(model.nonlinearity)
         .with_dropout(model.dropout)
+        .with_variational(model.variational_dropout)
+        .with_embed_dropout(model.embed_dropout)
+        .with_input_dropout(model.input_dropout)
 }
 
 /// A [`CharLm`] with its training objective: masked next-token cross-entropy.

@@ -26,18 +26,21 @@ use ember_data::{
 use ember_nn::{ClipGlobalNorm, FusedAdam, FusedAdamW};
 
 use crate::checkpoint::{
-    read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_CHECKPOINT, BEST_JSON,
-    CHECKPOINT_DIR, METRICS_CSV,
+    read_best, BestCheckpoint, CheckpointKeeper, EpochRecord, BEST_BURNPACK, BEST_CHECKPOINT,
+    BEST_JSON, CHECKPOINT_DIR, METRICS_CSV,
 };
 use crate::classification::{
     classifier_config, confusion_matrix, prepare_classes, recall_lines, write_confusion, ClassData,
     ClassifierModel, CLASSES_FILE, CONFUSION_FILE,
 };
 use crate::config::{DataKind, ExperimentConfig, OptimizerKind, Task};
+use crate::divergence::{DivergenceGuard, Reference};
+use crate::export::TORCH_NAMES_FILE;
 use crate::lr_find::{RangeReport, RangeSpec, RangeTest};
 use crate::metrics::{TokenMetric, TokenMetricKind};
 use crate::model::{char_lm_config, load_module, recorder, LanguageModel, StreamLanguageModel};
 use crate::output::TokenLossOutput;
+use crate::plot::LOSS_SVG;
 use crate::regression::{
     prepare_series, regressor_config, RegressionModel, SeriesData, WindowSet, SERIES_FILE,
 };
@@ -253,6 +256,30 @@ pub fn unigram_loss(vocab_size: usize, train: &[TokenSequence], valid: &[TokenSe
     nll / n as f64
 }
 
+/// Validation loss (nats per token) of next-token prediction by the token before it, from
+/// training-set pair counts, add-one smoothed (makemore's bigram model): the stronger baseline a
+/// sequence model must beat.
+pub fn bigram_loss(vocab_size: usize, train: &[TokenSequence], valid: &[TokenSequence]) -> f64 {
+    let mut counts = vec![1.0f64; vocab_size * vocab_size];
+    for s in train {
+        for pair in s.tokens.windows(2) {
+            counts[pair[0] * vocab_size + pair[1]] += 1.0;
+        }
+    }
+    let totals: Vec<f64> = counts
+        .chunks(vocab_size)
+        .map(|row| row.iter().sum())
+        .collect();
+    let (mut nll, mut n) = (0.0, 0usize);
+    for s in valid {
+        for pair in s.tokens.windows(2) {
+            nll -= (counts[pair[0] * vocab_size + pair[1]] / totals[pair[0]]).ln();
+            n += 1;
+        }
+    }
+    nll / n as f64
+}
+
 /// Refuses a directory that already holds a trained run, unless `overwrite`.
 pub fn ensure_free(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
     if dir.join(BEST_CHECKPOINT).exists() && !overwrite {
@@ -261,29 +288,31 @@ pub fn ensure_free(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Makes `dir` ready for a new run: refuses to touch an existing run unless `overwrite`,
-/// in which case its checkpoints, metrics and logs are removed.
+/// Makes `dir` ready for a new run: refuses to touch an existing run unless `overwrite`;
+/// removes the files an earlier run left (its checkpoints, metrics and logs, or what a run that
+/// failed before its first checkpoint wrote), so none of them is mistaken for this run's.
 fn prepare_dir(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
     ensure_free(dir, overwrite)?;
-    if dir.join(BEST_CHECKPOINT).exists() {
-        for f in [
-            BEST_CHECKPOINT,
-            BEST_JSON,
-            METRICS_CSV,
-            SPLIT_FILE,
-            CONFUSION_FILE,
-            CLASSES_FILE,
-            SERIES_FILE,
-            VOCAB_FILE,
-        ] {
-            if dir.join(f).exists() {
-                std::fs::remove_file(dir.join(f)).map_err(TrainError::io(dir.join(f)))?;
-            }
+    for f in [
+        BEST_CHECKPOINT,
+        BEST_BURNPACK,
+        BEST_JSON,
+        METRICS_CSV,
+        LOSS_SVG,
+        SPLIT_FILE,
+        CONFUSION_FILE,
+        CLASSES_FILE,
+        SERIES_FILE,
+        VOCAB_FILE,
+        TORCH_NAMES_FILE,
+    ] {
+        if dir.join(f).exists() {
+            std::fs::remove_file(dir.join(f)).map_err(TrainError::io(dir.join(f)))?;
         }
-        for d in [CHECKPOINT_DIR, LOG_DIR] {
-            if dir.join(d).exists() {
-                std::fs::remove_dir_all(dir.join(d)).map_err(TrainError::io(dir.join(d)))?;
-            }
+    }
+    for d in [CHECKPOINT_DIR, LOG_DIR] {
+        if dir.join(d).exists() {
+            std::fs::remove_dir_all(dir.join(d)).map_err(TrainError::io(dir.join(d)))?;
         }
     }
     std::fs::create_dir_all(dir).map_err(TrainError::io(dir))
@@ -325,6 +354,9 @@ pub struct Baseline {
     pub valid_loss: f64,
     /// Classification: the accuracy of always answering the majority class.
     pub valid_accuracy: Option<f64>,
+    /// The stronger baseline a trained model must also beat: the bigram model for language
+    /// models, persistence (each value predicts the next) for series; none for classifiers.
+    pub stronger: Option<Box<Baseline>>,
 }
 
 /// Trains the model of `config` on `data` (from [`prepare`], or a [`PreparedData`]), on
@@ -458,6 +490,7 @@ fn train_language<B: AutodiffBackend>(
         );
     }
     let unigram = unigram_loss(data.vocab.len(), &data.train, &data.valid);
+    let bigram = bigram_loss(data.vocab.len(), &data.train, &data.valid);
     let text = config.data.kind == DataKind::Text;
     let unit = if text { "characters" } else { "sequences" };
     let count = |s: &[TokenSequence]| {
@@ -468,17 +501,35 @@ fn train_language<B: AutodiffBackend>(
         }
     };
     tracing::info!(
-        "{} training and {} validation {unit}, vocabulary of {} tokens; unigram baseline {:.4}",
+        "{} training and {} validation {unit}, vocabulary of {} tokens; unigram baseline {:.4}, \
+         bigram {:.4}",
         count(&data.train),
         count(&data.valid),
         data.vocab.len(),
-        unigram
+        unigram,
+        bigram
     );
     let baseline = Baseline {
         name: "unigram",
         valid_loss: unigram,
         valid_accuracy: None,
+        stronger: Some(Box::new(Baseline {
+            name: "bigram",
+            valid_loss: bigram,
+            valid_accuracy: None,
+            stronger: None,
+        })),
     };
+    let reference = Reference::worse_of(
+        Reference {
+            name: "the unigram baseline".into(),
+            loss: unigram,
+        },
+        Reference {
+            name: "a uniform guess over the vocabulary".into(),
+            loss: (data.vocab.len() as f64).ln(),
+        },
+    );
 
     let lm = model_config.init::<B>(&device)?;
     let outcome = match data.streams {
@@ -504,7 +555,10 @@ fn train_language<B: AutodiffBackend>(
                 device,
                 model,
                 loaders,
-                steps_per_epoch,
+                Plan {
+                    steps_per_epoch,
+                    reference: reference.clone(),
+                },
                 mode,
             )?
         }
@@ -536,7 +590,10 @@ fn train_language<B: AutodiffBackend>(
                 device,
                 model,
                 loaders,
-                steps_per_epoch,
+                Plan {
+                    steps_per_epoch,
+                    reference,
+                },
                 mode,
             )?
         }
@@ -586,6 +643,7 @@ fn train_series<B: AutodiffBackend>(
         &model_config,
     )?;
     let mean = data.mean_baseline();
+    let persistence = data.persistence_baseline();
     let scale = data.info.standardizer;
     tracing::info!(
         "{} training and {} validation values ({} and {} targets), window {}, standardised \
@@ -598,7 +656,7 @@ fn train_series<B: AutodiffBackend>(
         scale.mean,
         scale.std,
         mean,
-        data.persistence_baseline()
+        persistence
     );
     let model = RegressionModel::new(model_config.init::<B>(&device)?, config);
     let batch_size = config.train.batch_size;
@@ -610,13 +668,31 @@ fn train_series<B: AutodiffBackend>(
         device,
         model,
         (loader_train, loader_valid),
-        steps,
+        Plan {
+            steps_per_epoch: steps,
+            reference: Reference::worse_of(
+                Reference {
+                    name: "the mean predictor's validation MSE".into(),
+                    loss: mean,
+                },
+                Reference {
+                    name: "the mean predictor's training MSE (standardised)".into(),
+                    loss: 1.0,
+                },
+            ),
+        },
         mode,
     )?;
     let baseline = Baseline {
         name: "mean predictor",
         valid_loss: mean,
         valid_accuracy: None,
+        stronger: Some(Box::new(Baseline {
+            name: "persistence",
+            valid_loss: persistence,
+            valid_accuracy: None,
+            stronger: None,
+        })),
     };
     Ok((outcome, baseline))
 }
@@ -636,6 +712,7 @@ fn train_classes<B: AutodiffBackend>(
         name: "class prior",
         valid_loss: data.prior_loss(),
         valid_accuracy: Some(data.majority_accuracy()),
+        stronger: None,
     };
     tracing::info!(
         "{} training and {} validation sequences in {} classes, vocabulary of {} tokens; \
@@ -673,7 +750,19 @@ fn train_classes<B: AutodiffBackend>(
         device.clone(),
         model,
         (loader_train, loader_valid),
-        steps,
+        Plan {
+            steps_per_epoch: steps,
+            reference: Reference::worse_of(
+                Reference {
+                    name: "the class prior".into(),
+                    loss: baseline.valid_loss,
+                },
+                Reference {
+                    name: "a uniform guess over the classes".into(),
+                    loss: (data.classes.len() as f64).ln(),
+                },
+            ),
+        },
         mode,
     )?;
     if matches!(outcome, Fitted::Probed(_)) {
@@ -711,6 +800,14 @@ type ValidBatches<B, M> = Arc<
     >,
 >;
 
+/// What [`fit`] needs to know of the task's data.
+struct Plan {
+    /// Training batches per epoch.
+    steps_per_epoch: usize,
+    /// What the divergence guard measures the loss against.
+    reference: Reference,
+}
+
 /// Trains `model` with the config's optimiser.
 fn fit<B, M>(
     config: &ExperimentConfig,
@@ -718,7 +815,10 @@ fn fit<B, M>(
     device: B::Device,
     model: M,
     loaders: (TrainBatches<B, M>, ValidBatches<B, M>),
-    steps_per_epoch: usize,
+    Plan {
+        steps_per_epoch,
+        reference,
+    }: Plan,
     mode: &Mode,
 ) -> Result<Fitted, TrainError>
 where
@@ -761,7 +861,7 @@ where
             ..schedule
         },
     };
-    let run = (config, options, device, schedule, mode);
+    let run = (config, options, device, schedule, mode, reference);
     match config.train.optimizer {
         OptimizerKind::Adam => {
             // Burn's Adam (PyTorch's ε), one pass per parameter on the CPU backends.
@@ -790,12 +890,13 @@ where
 }
 
 fn launch<B, M, O>(
-    (config, options, device, schedule, mode): (
+    (config, options, device, schedule, mode, reference): (
         &ExperimentConfig,
         &TrainOptions,
         B::Device,
         Schedule,
         &Mode,
+        Reference,
     ),
     model: M,
     optim: O,
@@ -865,7 +966,10 @@ where
         (CheckpointKeeper::new(dir, config.train.keep_last), None)
     };
     let patience = (config.train.patience > 0).then_some(config.train.patience);
-    let strategy = Arc::new(EpochLoop::<B>::new(device, task, keeper, patience, resume));
+    let guard = (DivergenceGuard::new(reference), config.train.learning_rate);
+    let strategy = Arc::new(EpochLoop::<B>::new(
+        device, task, keeper, patience, resume, guard,
+    ));
     let training = training
         .with_file_checkpointer(recorder())
         .with_checkpointing_strategy(LatestOnly)

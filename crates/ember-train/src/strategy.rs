@@ -1,5 +1,5 @@
 //! The epoch loop: burn-train's single-device loop, plus exact token-weighted validation loss,
-//! ember's checkpoint policy, a stop on a non-finite loss, and early stopping.
+//! ember's checkpoint policy, a stop on a non-finite or diverged loss, and early stopping.
 //!
 //! burn-train's own checkpointer decides on metrics that its loggers may not have finished
 //! writing (a race that can pick the wrong epoch), and names files only by epoch. This loop
@@ -25,6 +25,7 @@ use burn::train::{
 
 use crate::checkpoint::{CheckpointKeeper, EpochRecord};
 use crate::config::Task;
+use crate::divergence::DivergenceGuard;
 use crate::model::{recorder, RecordFormat};
 use crate::output::{LossAccumulator, TokenLossOutput};
 use crate::TrainError;
@@ -93,19 +94,23 @@ pub struct EpochLoop<B: AutodiffBackend> {
     keeper: Mutex<CheckpointKeeper>,
     patience: Option<usize>,
     resume: Option<ResumeFrom>,
+    guard: Mutex<DivergenceGuard>,
+    learning_rate: f64,
     outcome: Mutex<LoopOutcome>,
 }
 
 impl<B: AutodiffBackend> EpochLoop<B> {
     /// A loop on `device` for `task` that checkpoints through `keeper`, stops after
     /// `patience` epochs without a better validation loss (never, with `None`), and, with
-    /// `resume`, continues a run from its last epoch's learner state.
+    /// `resume`, continues a run from its last epoch's learner state. `guard` stops a diverged
+    /// run, whose error names the configured `learning_rate`.
     pub fn new(
         device: B::Device,
         task: Task,
         keeper: CheckpointKeeper,
         patience: Option<usize>,
         resume: Option<ResumeFrom>,
+        (guard, learning_rate): (DivergenceGuard, f64),
     ) -> Self {
         Self {
             device,
@@ -113,6 +118,8 @@ impl<B: AutodiffBackend> EpochLoop<B> {
             keeper: Mutex::new(keeper),
             patience,
             resume,
+            guard: Mutex::new(guard),
+            learning_rate,
             outcome: Mutex::new(LoopOutcome::default()),
         }
     }
@@ -130,6 +137,19 @@ impl<B: AutodiffBackend> EpochLoop<B> {
             ),
             None => "no checkpoint was written".to_owned(),
         }
+    }
+
+    fn diverged(&self, epoch: usize, why: String) -> TrainError {
+        TrainError::Diverged {
+            epoch,
+            why,
+            learning_rate: self.learning_rate,
+            kept: self.kept(),
+        }
+    }
+
+    fn fail(&self, error: TrainError) {
+        self.outcome.lock().expect("outcome lock").error = Some(error);
     }
 
     fn non_finite(
@@ -245,8 +265,16 @@ where
                 carry = next;
                 let figures = out.item.host();
                 if !figures.mean_nll.is_finite() {
-                    let err = self.non_finite("train", figures.mean_nll, epoch, iteration);
-                    self.outcome.lock().expect("outcome lock").error = Some(err);
+                    self.fail(self.non_finite("train", figures.mean_nll, epoch, iteration));
+                    break 'epochs;
+                }
+                let diverged = self
+                    .guard
+                    .lock()
+                    .expect("guard lock")
+                    .on_step(figures.mean_nll);
+                if let Some(why) = diverged {
+                    self.fail(self.diverged(epoch, why));
                     break 'epochs;
                 }
                 train.add_item(&figures);
@@ -282,8 +310,7 @@ where
                 carry = next;
                 let figures = out.host();
                 if !figures.mean_nll.is_finite() {
-                    let err = self.non_finite("valid", figures.mean_nll, epoch, iteration);
-                    self.outcome.lock().expect("outcome lock").error = Some(err);
+                    self.fail(self.non_finite("valid", figures.mean_nll, epoch, iteration));
                     break 'epochs;
                 }
                 valid.add_item(&figures);
@@ -300,6 +327,15 @@ where
                 started.elapsed().as_secs_f64(),
             );
             record.train_tokens_per_second = train.tokens() as f64 / train_seconds;
+            let diverged = self
+                .guard
+                .lock()
+                .expect("guard lock")
+                .on_epoch(record.train_loss, record.valid_loss);
+            if let Some(why) = diverged {
+                self.fail(self.diverged(epoch, why));
+                break;
+            }
             let trained = learner.model();
             let saved = self
                 .keeper

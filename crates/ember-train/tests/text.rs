@@ -1,5 +1,5 @@
-//! Stateful truncated BPTT on a slice of tiny Shakespeare: the model must beat the unigram
-//! baseline, and carrying the state must help validation compared with resetting it.
+//! Stateful truncated BPTT on a slice of tiny Shakespeare: the model must beat the unigram and
+//! bigram baselines, and carrying the state must help validation compared with resetting it.
 
 use std::path::Path;
 
@@ -35,11 +35,19 @@ fn stateful_text_model_learns_and_uses_its_state() {
     assert!(streams.train[0].first && !streams.train[1].first);
     let summary =
         train::<Autodiff<NdArray>>(&config, prepared, &options, NdArrayDevice::Cpu).unwrap();
+    let bigram = summary
+        .baseline
+        .stronger
+        .as_ref()
+        .expect("a bigram baseline");
+    assert_eq!(bigram.name, "bigram");
     assert!(
-        summary.best.valid_loss < summary.baseline.valid_loss - 0.3,
-        "valid loss {} not below unigram {}",
+        summary.best.valid_loss < summary.baseline.valid_loss - 0.3
+            && summary.best.valid_loss < bigram.valid_loss,
+        "valid loss {} not below unigram {} - 0.3 and bigram {}",
         summary.best.valid_loss,
-        summary.baseline.valid_loss
+        summary.baseline.valid_loss,
+        bigram.valid_loss
     );
 
     let device = NdArrayDevice::Cpu;

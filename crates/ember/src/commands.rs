@@ -162,23 +162,32 @@ fn train_on<B: AutodiffBackend>(
     Ok(ember_train::train::<B>(config, data, options, device)?)
 }
 
+/// ", bigram 2.4531" for a baseline with a stronger one beside it.
+fn stronger(base: &ember_train::Baseline) -> String {
+    base.stronger.as_ref().map_or(String::new(), |s| {
+        format!(", {} {:.4}", s.name, s.valid_loss)
+    })
+}
+
 fn report(summary: &TrainSummary, task: Task) {
     let best = &summary.best;
     let base = &summary.baseline;
     let record = summary.epochs.iter().find(|r| r.epoch == best.epoch);
     let figures = match task {
         Task::Language => format!(
-            "valid loss {:.4}, perplexity {:.2}; unigram baseline {:.4}",
+            "valid loss {:.4}, perplexity {:.2}; unigram baseline {:.4}{}",
             best.valid_loss,
             best.valid_loss.exp(),
-            base.valid_loss
+            base.valid_loss,
+            stronger(base)
         ),
         Task::Regression => format!(
-            "valid MSE {:.4}, MAE {:.4} (standardised units); {} MSE {:.4}",
+            "valid MSE {:.4}, MAE {:.4} (standardised units); {} MSE {:.4}{}",
             best.valid_loss,
             record.and_then(|r| r.valid_mae).unwrap_or(f64::NAN),
             base.name,
-            base.valid_loss
+            base.valid_loss,
+            stronger(base)
         ),
         Task::Classification => format!(
             "valid loss {:.4}, accuracy {:.1}%; majority class {:.1}%, {} loss {:.4}",

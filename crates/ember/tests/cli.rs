@@ -506,6 +506,49 @@ fn exploding_loss_stops_with_one_line() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// A loss that stays finite but far above a uniform guess (a learning rate of 1e6) is a
+/// diverged run: one line naming `train.learning_rate`, a failing exit, and no checkpoint that
+/// calls the diverged model the best.
+#[test]
+fn diverged_loss_stops_with_one_line_and_no_best_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = names_subset(dir.path(), 300);
+    let cfg = tiny_config(dir.path(), &data, "");
+    let out = ember(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--artifacts",
+            "run",
+            "--set",
+            "train.learning_rate=1e6",
+            "--set",
+            "train.epochs=2",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    for needle in [
+        "training diverged at epoch 1",
+        "2 × a uniform guess over the vocabulary",
+        "lower train.learning_rate (it is 1000000)",
+        "no checkpoint was written",
+    ] {
+        assert!(errors[0].contains(needle), "lacks {needle:?}: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for file in ["best.mpk", "best.bpk", "best.json"] {
+        assert!(
+            !dir.path().join("run").join(file).exists(),
+            "{file} was written"
+        );
+    }
+}
+
 /// GRU and ReLU-RNN character models train, evaluate and sample through the same commands, and
 /// a checkpoint that does not match its config's cell kind is one line.
 #[test]
