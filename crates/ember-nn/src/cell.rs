@@ -6,7 +6,7 @@
 //! `[batch, H_out] × [H_out, gates·H]` matmul. The loop over time lives in
 //! [`crate::recurrent`], once for every cell.
 
-use burn::module::{Initializer, Module, Param};
+use burn::module::{Initializer, Module, Param, ParamId};
 use burn::prelude::*;
 
 use crate::torch::{TorchParam, TorchTensors};
@@ -111,6 +111,25 @@ pub trait RecurrentCell<B: Backend>: Module<B> {
 
     /// This cell's parameters under PyTorch's names, `{prefix}weight_ih{suffix}`, ...
     fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>>;
+
+    /// The shape of the recurrent weight `W_hh`, `[G·H, H_out]`.
+    fn recurrent_weight_dims(&self) -> [usize; 2];
+
+    /// This cell with `W_hh` multiplied by `mask` (its shape), for weight-drop: the product is
+    /// a node of the graph, so the gradient reaches the parameter through it.
+    fn with_recurrent_mask(&self, mask: Tensor<B, 2>) -> Self
+    where
+        Self: Sized;
+}
+
+/// `weight ⊙ mask` as a parameter of a transient cell (see
+/// [`RecurrentCell::with_recurrent_mask`]): not a leaf, so not marked as requiring a gradient of
+/// its own.
+pub(crate) fn masked<B: Backend>(
+    weight: &Param<Tensor<B, 2>>,
+    mask: Tensor<B, 2>,
+) -> Param<Tensor<B, 2>> {
+    Param::initialized(ParamId::new(), weight.val() * mask)
 }
 
 /// Cell-specific options that are not sizes.

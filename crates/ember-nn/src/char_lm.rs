@@ -8,7 +8,7 @@ use burn::tensor::module::embedding;
 use crate::affine::{affine, Layout};
 use crate::dropout::{dropout, locked_mask, row_mask};
 use crate::layer::{AnyRecurrent, CellKind};
-use crate::recurrent::{First, RecurrentConfig, RecurrentState};
+use crate::recurrent::{First, RecurrentConfig, RecurrentState, StackMasks};
 use crate::rnn::Nonlinearity;
 use crate::NnError;
 
@@ -49,6 +49,10 @@ pub struct CharLmConfig {
     /// Variational dropout on the embeddings fed to the first layer, in training only.
     #[config(default = 0.0)]
     pub input_dropout: f64,
+    /// Weight-drop on every layer's `W_hh`, in training only (see
+    /// [`crate::dropout::matrix_mask`]).
+    #[config(default = 0.0)]
+    pub weight_drop: f64,
 }
 
 impl CharLmConfig {
@@ -73,6 +77,7 @@ impl CharLmConfig {
             .with_nonlinearity(self.nonlinearity)
             .with_dropout(self.dropout)
             .with_variational(self.variational)
+            .with_weight_drop(self.weight_drop)
             .with_batch_first(true)
             .init_any(self.kind, device)?;
         Ok(CharLm {
@@ -95,7 +100,8 @@ impl CharLmConfig {
 /// ```text
 /// E' = E ⊙ m_e / (1 − p_e)                  m_e ~ Bernoulli(1 − p_e), one per token row
 /// x_t = E'[token_t] ⊙ m_i / (1 − p_i)       m_i ~ Bernoulli(1 − p_i), one per sequence
-/// h_t = body(x_t), its layers' outputs dropped with p (one mask per sequence if variational)
+/// h_t = body(x_t), its layers' outputs dropped with p (one mask per sequence if variational),
+///       each W_hh multiplied by M / (1 − p_w), M ~ Bernoulli(1 − p_w) per weight (weight-drop)
 /// logits_t = W (h_t ⊙ m_o / (1 − p)) + b    m_o per element, or one per sequence if variational
 /// ```
 ///
@@ -128,9 +134,9 @@ pub struct DropMasks<B: Backend> {
     pub embed: Option<Tensor<B, 2>>,
     /// Variational dropout of the first layer's input, `[1, batch, embed_dim]`.
     pub input: Option<Tensor<B, 3>>,
-    /// Between layers, `[1, batch, width]` each (`num_layers − 1` of them); `None`: the body
+    /// Between layers and on the recurrent weights (see [`StackMasks`]); `None`: the body
     /// draws its own.
-    pub between: Option<Vec<Tensor<B, 3>>>,
+    pub stack: Option<StackMasks<B>>,
     /// Before the head, `[1, batch, width]`; `None`: [`crate::dropout::dropout`] per element
     /// with the config's `dropout`.
     pub output: Option<Tensor<B, 3>>,
@@ -185,7 +191,7 @@ impl<B: Backend> CharLm<B> {
         DropMasks {
             embed: row_mask(self.embed_dropout, vocab, device),
             input: locked_mask(self.input_dropout, batch, embed, device),
-            between: None,
+            stack: None,
             output: if self.variational {
                 locked_mask(self.dropout.prob, batch, width, device)
             } else {
@@ -214,8 +220,8 @@ impl<B: Backend> CharLm<B> {
             Some(m) => First::Features(embedding(table, tokens) * m),
             None => First::Tokens(table, tokens),
         };
-        let (h, state) = match (&masks.between, first) {
-            (Some(between), first) => self.body.forward_with_masks(first, lengths, state, between),
+        let (h, state) = match (&masks.stack, first) {
+            (Some(stack), first) => self.body.forward_with_masks(first, lengths, state, stack),
             (None, First::Features(x)) => self.body.forward_time_major(x, lengths, state),
             (None, First::Tokens(table, tokens)) => {
                 self.body.forward_tokens(table, tokens, lengths, state)

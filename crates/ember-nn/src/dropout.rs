@@ -86,9 +86,24 @@ pub fn locked_dropout<B: Backend>(layer: &Dropout, x: Tensor<B, 3>) -> Tensor<B,
 /// E'[v, :] = E[v, :] · m[v] / (1 − p),   m[v] ~ Bernoulli(1 − p)
 /// ```
 pub fn row_mask<B: Backend>(prob: f64, rows: usize, device: &B::Device) -> Option<Tensor<B, 2>> {
+    matrix_mask(prob, [rows, 1], device)
+}
+
+/// The scaled mask of a weight matrix of shape `dims` for weight-drop (DropConnect on `W_hh`,
+/// Wan et al. 2013; AWD-LSTM's `WeightDrop`), in training only: one draw per weight, shared by
+/// every step and sequence of a forward pass:
+///
+/// ```text
+/// W' = W ⊙ M / (1 − p),   M[i, j] ~ Bernoulli(1 − p)
+/// ```
+pub fn matrix_mask<B: Backend>(
+    prob: f64,
+    dims: [usize; 2],
+    device: &B::Device,
+) -> Option<Tensor<B, 2>> {
     (prob > 0.0 && B::ad_enabled(device)).then(|| {
         let layer = Dropout { prob };
-        dropout(&layer, Tensor::ones([rows, 1], device))
+        dropout(&layer, Tensor::ones(dims, device))
     })
 }
 
@@ -313,9 +328,10 @@ mod tests {
         assert!((rate - 0.3).abs() < 0.05, "drop rate {rate}");
     }
 
-    /// Embedding dropout drops whole rows at the rate `p`; outside training every mask is off.
+    /// Embedding dropout drops whole rows and weight-drop single weights at the rate `p`;
+    /// outside training every mask is off.
     #[test]
-    fn row_masks_drop_whole_rows_and_only_in_training() {
+    fn row_and_weight_masks_drop_at_their_rate_and_only_in_training() {
         type A = Autodiff<Flex>;
         let device = FlexDevice;
         A::seed(&device, 5);

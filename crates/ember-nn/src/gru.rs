@@ -6,8 +6,8 @@ use burn::tensor::activation::sigmoid;
 use ember_kernels::Cell;
 
 use crate::cell::{
-    load_gate_params, project, recur, split_gates, CellOptions, CellSpec, CellState, GateWeights,
-    RecurrentCell,
+    load_gate_params, masked, project, recur, split_gates, CellOptions, CellSpec, CellState,
+    GateWeights, RecurrentCell,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
@@ -91,6 +91,17 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
             [&mut self.bias_ih, &mut self.bias_hh],
         )?;
         Ok(self)
+    }
+
+    fn recurrent_weight_dims(&self) -> [usize; 2] {
+        self.weight_hh.lazy_shape().dims()
+    }
+
+    fn with_recurrent_mask(&self, mask: Tensor<B, 2>) -> Self {
+        Self {
+            weight_hh: masked(&self.weight_hh, mask),
+            ..self.clone()
+        }
     }
 
     fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>> {

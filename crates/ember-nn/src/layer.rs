@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::recurrent::{First, Gru, Lstm, RecurrentConfig, RecurrentState, Rnn};
+use crate::recurrent::{First, Gru, Lstm, RecurrentConfig, RecurrentState, Rnn, StackMasks};
 use crate::torch::{TorchParam, TorchTensors};
 use crate::NnError;
 
@@ -140,9 +140,9 @@ impl<B: Backend> AnyRecurrent<B> {
         first: First<B>,
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
-        between: &[Tensor<B, 3>],
+        masks: &StackMasks<B>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
-        each!(self, l => l.forward_with_masks(first, lengths, state, between))
+        each!(self, l => l.forward_with_masks(first, lengths, state, masks))
     }
 
     /// See [`crate::Recurrent::load_torch`].

@@ -55,7 +55,7 @@ pub use error::NnError;
 pub use gru::GruCell;
 pub use layer::{AnyRecurrent, AnyRecurrentRecord, CellKind};
 pub use lstm::LstmCell;
-pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentState, Rnn};
+pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentState, Rnn, StackMasks};
 pub use regressor::{BodyKind, SeriesBody, SeriesRegressor, SeriesRegressorConfig};
 pub use rnn::{Nonlinearity, RnnCell};
 pub use scratch::{ScratchRnn, ScratchRnnConfig};

@@ -6,7 +6,7 @@ use burn::tensor::activation::sigmoid;
 use ember_kernels::Cell;
 
 use crate::cell::{
-    load_gate_params, project, recur, split_gates, times_transposed, uniform, CellOptions,
+    load_gate_params, masked, project, recur, split_gates, times_transposed, uniform, CellOptions,
     CellSpec, CellState, GateWeights, RecurrentCell,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
@@ -110,6 +110,17 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         )?;
         self.weight_hr = t.replace_opt(self.weight_hr, &format!("{prefix}weight_hr{suffix}"))?;
         Ok(self)
+    }
+
+    fn recurrent_weight_dims(&self) -> [usize; 2] {
+        self.weight_hh.lazy_shape().dims()
+    }
+
+    fn with_recurrent_mask(&self, mask: Tensor<B, 2>) -> Self {
+        Self {
+            weight_hh: masked(&self.weight_hh, mask),
+            ..self.clone()
+        }
     }
 
     fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>> {

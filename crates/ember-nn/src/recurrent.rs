@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::module::embedding;
 
 use crate::cell::{CellOptions, CellSpec, CellState, RecurrentCell};
-use crate::dropout::{dropout, locked_dropout};
+use crate::dropout::{dropout, locked_dropout, matrix_mask};
 use crate::gru::GruCell;
 use crate::lstm::LstmCell;
 use crate::packing::Packing;
@@ -48,6 +48,10 @@ pub struct RecurrentConfig {
     /// PyTorch's one mask per element.
     #[config(default = false)]
     pub variational: bool,
+    /// Weight-drop: DropConnect on every cell's recurrent weight `W_hh`, one mask per forward
+    /// pass, in training only (see [`crate::dropout::matrix_mask`]).
+    #[config(default = 0.0)]
+    pub weight_drop: f64,
     /// Add a reverse direction and concatenate both directions' outputs.
     #[config(default = false)]
     pub bidirectional: bool,
@@ -80,8 +84,10 @@ impl RecurrentConfig {
                 hidden_size: self.hidden_size,
             });
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(NnError::BadDropout(self.dropout));
+        for p in [self.dropout, self.weight_drop] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(NnError::BadDropout(p));
+            }
         }
         Ok(())
     }
@@ -127,6 +133,7 @@ impl RecurrentConfig {
             cells,
             dropout: DropoutConfig::new(self.dropout).init(),
             variational: self.variational,
+            weight_drop: self.weight_drop,
             hidden_size: self.hidden_size,
             output_size,
             num_layers: self.num_layers,
@@ -173,6 +180,7 @@ pub struct Recurrent<B: Backend, C: Module<B>> {
     pub cells: Vec<C>,
     dropout: Dropout,
     variational: bool,
+    weight_drop: f64,
     hidden_size: usize,
     output_size: usize,
     num_layers: usize,
@@ -295,23 +303,40 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
     }
 
     /// [`Self::forward_time_major`] (`first` features) or [`Self::forward_tokens`] (`first`
-    /// tokens, looked up as given) with the dropout masks between layers given instead of
-    /// drawn: one `[1, batch, D·H_out]` per boundary (`num_layers − 1` of them), already scaled
-    /// by `1 / (1 − p)`, each shared by every step, in the caller's batch order. A test fixes the
-    /// masks of a reference this way.
+    /// tokens, looked up as given) with the stack's dropout masks given instead of drawn (see
+    /// [`StackMasks`]). A test fixes the masks of a reference this way.
     pub fn forward_with_masks(
         &self,
         first: First<B>,
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
-        between: &[Tensor<B, 3>],
+        masks: &StackMasks<B>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
         assert_eq!(
-            between.len(),
+            masks.between.len(),
             self.num_layers - 1,
             "one mask per boundary between layers"
         );
-        self.run(first, lengths, state, Some(between))
+        assert!(
+            masks.recurrent.is_empty() || masks.recurrent.len() == self.cells.len(),
+            "no recurrent masks, or one per cell"
+        );
+        self.run(first, lengths, state, Some(masks))
+    }
+
+    /// The cell of `row` with its weight-drop mask applied, if any: given, or drawn in training.
+    fn dropped_cell(
+        &self,
+        row: usize,
+        masks: Option<&StackMasks<B>>,
+        device: &B::Device,
+    ) -> Option<C> {
+        let cell = &self.cells[row];
+        let mask = match masks {
+            Some(m) => m.recurrent.get(row).cloned(),
+            None => matrix_mask(self.weight_drop, cell.recurrent_weight_dims(), device),
+        };
+        mask.map(|m| cell.with_recurrent_mask(m))
     }
 
     fn run(
@@ -319,7 +344,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         first: First<B>,
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
-        between: Option<&[Tensor<B, 3>]>,
+        masks: Option<&StackMasks<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
         let (steps, batch, device) = first.shape();
         if let Some(l) = lengths {
@@ -344,9 +369,9 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         let mut x: Option<Tensor<B, 3>> = None;
         for layer in 0..self.num_layers {
             // Between layers, one dropout mask for both directions.
-            let input = x.map(|x| match between {
+            let input = x.map(|x| match masks {
                 Some(masks) => {
-                    let mask = masks[layer - 1].clone();
+                    let mask = masks.between[layer - 1].clone();
                     x * match &packing {
                         Some(p) => p.sort(mask, 1),
                         None => mask,
@@ -358,7 +383,8 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
             let mut outs = Vec::with_capacity(self.directions);
             for dir in 0..self.directions {
                 let row = layer * self.directions + dir;
-                let cell = &self.cells[row];
+                let dropped = self.dropped_cell(row, masks, &device);
+                let cell = dropped.as_ref().unwrap_or(&self.cells[row]);
                 let projected = match (&input, &first) {
                     (Some(x), _) => cell.input_projection(x.clone()),
                     (None, First::Features(input)) => cell.input_projection(input.clone()),
@@ -389,6 +415,16 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         }
         (x, state)
     }
+}
+
+/// The dropout masks of a stack, given instead of drawn, each already scaled by `1 / (1 − p)`.
+#[derive(Debug, Clone)]
+pub struct StackMasks<B: Backend> {
+    /// Between layers: one `[1, batch, D·H_out]` per boundary (`num_layers − 1` of them), each
+    /// shared by every step, in the caller's batch order.
+    pub between: Vec<Tensor<B, 3>>,
+    /// Weight-drop: one mask of `W_hh`'s shape per cell (row `layer·D + direction`), or none.
+    pub recurrent: Vec<Tensor<B, 2>>,
 }
 
 /// The input of a stack's first layer.

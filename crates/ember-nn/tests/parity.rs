@@ -5,8 +5,8 @@
 //! - `tests/fixtures/rnn/` (`tools/fixtures/rnn_parity.py`, PyTorch 2.15): the recurrent
 //!   layers, every cell kind and option.
 //! - `tests/fixtures/regularisers/` (`tools/fixtures/awd_dropout.py`): the character model with
-//!   AWD-LSTM's embedding dropout and variational dropout on its input, between its layers and
-//!   before its head, the masks fixed.
+//!   AWD-LSTM's embedding dropout, variational dropout on its input, between its layers and
+//!   before its head, and weight-drop on every `W_hh`, the masks fixed.
 
 use std::path::PathBuf;
 
@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ember_nn::{
     CellKind, CharLmConfig, DropMasks, GruCell, LstmCell, Nonlinearity, Recurrent, RecurrentCell,
-    RecurrentConfig, RecurrentState, RnnCell, TorchParam, TorchTensors,
+    RecurrentConfig, RecurrentState, RnnCell, StackMasks, TorchParam, TorchTensors,
 };
 use serde_json::Value;
 
@@ -259,6 +259,7 @@ fn check_regularised<B: AutodiffBackend>(case: &Value, device: &B::Device) -> Ve
         .with_variational(true)
         .with_embed_dropout(prob("p_embed"))
         .with_input_dropout(prob("p_input"))
+        .with_weight_drop(prob("p_weight"))
         .init::<B>(device)
         .unwrap();
     let params = &case["params"];
@@ -297,14 +298,20 @@ fn check_regularised<B: AutodiffBackend>(case: &Value, device: &B::Device) -> Ve
     let masks = DropMasks {
         embed: Some(tensor(&m["embed"], device)),
         input: Some(tensor(&m["input"], device)),
-        between: Some(
-            m["between"]
+        stack: Some(StackMasks {
+            between: m["between"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|v| tensor(v, device))
                 .collect(),
-        ),
+            recurrent: m["recurrent"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| tensor(v, device))
+                .collect(),
+        }),
         output: Some(tensor(&m["output"], device)),
     };
     let (logits, state) = lm.forward_with_masks(tokens, lengths.as_deref(), None, masks);

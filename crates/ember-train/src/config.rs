@@ -197,6 +197,10 @@ pub struct ModelConfig {
     /// mask per sequence: `x_t = E[token_t] · m / (1 − p)`.
     #[serde(default)]
     pub input_dropout: f64,
+    /// Language models only: weight-drop (DropConnect) on every layer's recurrent weight, one
+    /// mask per batch shared by every step: `W_hh' = W_hh · M / (1 − p)`.
+    #[serde(default)]
+    pub weight_drop: f64,
     /// Classifiers only: `last` (the last valid step) or `mean` (over the valid steps).
     #[serde(default)]
     pub pooling: Pooling,
@@ -223,6 +227,7 @@ impl Default for ModelConfig {
             variational_dropout: false,
             embed_dropout: 0.0,
             input_dropout: 0.0,
+            weight_drop: 0.0,
             pooling: Pooling::default(),
         }
     }
@@ -511,6 +516,7 @@ impl ExperimentConfig {
             ("dropout", m.dropout),
             ("embed_dropout", m.embed_dropout),
             ("input_dropout", m.input_dropout),
+            ("weight_drop", m.weight_drop),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(format!("model.{key} must be in [0, 1), got {p}"));
@@ -588,6 +594,7 @@ impl ExperimentConfig {
             ("variational_dropout", self.model.variational_dropout),
             ("embed_dropout", self.model.embed_dropout > 0.0),
             ("input_dropout", self.model.input_dropout > 0.0),
+            ("weight_drop", self.model.weight_drop > 0.0),
         ] {
             if on && !language {
                 return Err(format!(

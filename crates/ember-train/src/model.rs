@@ -67,6 +67,7 @@ pub fn char_lm_config(model: &ModelConfig, vocab_size: usize) -> CharLmConfig {
         .with_variational(model.variational_dropout)
         .with_embed_dropout(model.embed_dropout)
         .with_input_dropout(model.input_dropout)
+        .with_weight_drop(model.weight_drop)
 }
 
 /// A [`CharLm`] with its training objective: masked next-token cross-entropy.
