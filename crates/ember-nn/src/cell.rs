@@ -122,6 +122,24 @@ pub trait RecurrentCell<B: Backend>: Module<B> {
         Self: Sized;
 }
 
+/// [`RecurrentCell::recurrent_weight_dims`] and [`RecurrentCell::with_recurrent_mask`] for a cell
+/// whose recurrent weight is its field `weight_hh`.
+macro_rules! recurrent_weight_methods {
+    () => {
+        fn recurrent_weight_dims(&self) -> [usize; 2] {
+            self.weight_hh.lazy_shape().dims()
+        }
+
+        fn with_recurrent_mask(&self, mask: Tensor<B, 2>) -> Self {
+            Self {
+                weight_hh: $crate::cell::masked(&self.weight_hh, mask),
+                ..self.clone()
+            }
+        }
+    };
+}
+pub(crate) use recurrent_weight_methods;
+
 /// `weight ⊙ mask` as a parameter of a transient cell (see
 /// [`RecurrentCell::with_recurrent_mask`]): not a leaf, so not marked as requiring a gradient of
 /// its own.

@@ -6,8 +6,8 @@ use burn::tensor::activation::sigmoid;
 use ember_kernels::Cell;
 
 use crate::cell::{
-    load_gate_params, masked, project, recur, split_gates, times_transposed, uniform, CellOptions,
-    CellSpec, CellState, GateWeights, RecurrentCell,
+    load_gate_params, project, recur, recurrent_weight_methods, split_gates, times_transposed,
+    uniform, CellOptions, CellSpec, CellState, GateWeights, RecurrentCell,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
@@ -112,16 +112,7 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         Ok(self)
     }
 
-    fn recurrent_weight_dims(&self) -> [usize; 2] {
-        self.weight_hh.lazy_shape().dims()
-    }
-
-    fn with_recurrent_mask(&self, mask: Tensor<B, 2>) -> Self {
-        Self {
-            weight_hh: masked(&self.weight_hh, mask),
-            ..self.clone()
-        }
-    }
+    recurrent_weight_methods!();
 
     fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>> {
         let mut params = named(

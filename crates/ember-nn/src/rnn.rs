@@ -7,8 +7,8 @@ use ember_kernels::Cell;
 use serde::{Deserialize, Serialize};
 
 use crate::cell::{
-    load_gate_params, masked, project, recur, CellOptions, CellSpec, CellState, GateWeights,
-    RecurrentCell,
+    load_gate_params, project, recur, recurrent_weight_methods, CellOptions, CellSpec, CellState,
+    GateWeights, RecurrentCell,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
@@ -111,16 +111,7 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
         Ok(self)
     }
 
-    fn recurrent_weight_dims(&self) -> [usize; 2] {
-        self.weight_hh.lazy_shape().dims()
-    }
-
-    fn with_recurrent_mask(&self, mask: Tensor<B, 2>) -> Self {
-        Self {
-            weight_hh: masked(&self.weight_hh, mask),
-            ..self.clone()
-        }
-    }
+    recurrent_weight_methods!();
 
     fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>> {
         named(
