@@ -40,19 +40,18 @@ pub struct CharLmConfig {
     pub dropout: f64,
     /// `dropout` as variational (locked) dropout: one mask per sequence and feature, shared by
     /// every step (see [`crate::dropout::locked_mask`]), instead of one per element.
-    #[config(default = false)]
-    pub variational: bool,
+    ///
+    /// This and the three keys below are options so that a `model.json` written before them
+    /// still loads: `None` means off.
+    pub variational: Option<bool>,
     /// Embedding dropout: drops whole rows of the embedding table, in training only (see
     /// [`crate::dropout::row_mask`]).
-    #[config(default = 0.0)]
-    pub embed_dropout: f64,
+    pub embed_dropout: Option<f64>,
     /// Variational dropout on the embeddings fed to the first layer, in training only.
-    #[config(default = 0.0)]
-    pub input_dropout: f64,
+    pub input_dropout: Option<f64>,
     /// Weight-drop on every layer's `W_hh`, in training only (see
     /// [`crate::dropout::matrix_mask`]).
-    #[config(default = 0.0)]
-    pub weight_drop: f64,
+    pub weight_drop: Option<f64>,
 }
 
 impl CharLmConfig {
@@ -66,7 +65,10 @@ impl CharLmConfig {
                 return Err(NnError::ZeroSize { key });
             }
         }
-        for p in [self.embed_dropout, self.input_dropout] {
+        let variational = self.variational.unwrap_or(false);
+        let embed_dropout = self.embed_dropout.unwrap_or(0.0);
+        let input_dropout = self.input_dropout.unwrap_or(0.0);
+        for p in [embed_dropout, input_dropout] {
             if !(0.0..1.0).contains(&p) {
                 return Err(NnError::BadDropout(p));
             }
@@ -76,8 +78,8 @@ impl CharLmConfig {
             .with_proj_size(self.proj_size)
             .with_nonlinearity(self.nonlinearity)
             .with_dropout(self.dropout)
-            .with_variational(self.variational)
-            .with_weight_drop(self.weight_drop)
+            .with_variational(variational)
+            .with_weight_drop(self.weight_drop.unwrap_or(0.0))
             .with_batch_first(true)
             .init_any(self.kind, device)?;
         Ok(CharLm {
@@ -85,9 +87,9 @@ impl CharLmConfig {
             head: LinearConfig::new(body.output_size(), self.vocab_size).init(device),
             body,
             dropout: DropoutConfig::new(self.dropout).init(),
-            variational: self.variational,
-            embed_dropout: self.embed_dropout,
-            input_dropout: self.input_dropout,
+            variational,
+            embed_dropout,
+            input_dropout,
         })
     }
 }

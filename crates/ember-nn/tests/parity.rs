@@ -256,10 +256,10 @@ fn check_regularised<B: AutodiffBackend>(case: &Value, device: &B::Device) -> Ve
         .with_hidden_size(int("hidden_size"))
         .with_num_layers(int("num_layers"))
         .with_dropout(prob("p"))
-        .with_variational(true)
-        .with_embed_dropout(prob("p_embed"))
-        .with_input_dropout(prob("p_input"))
-        .with_weight_drop(prob("p_weight"))
+        .with_variational(Some(true))
+        .with_embed_dropout(Some(prob("p_embed")))
+        .with_input_dropout(Some(prob("p_input")))
+        .with_weight_drop(Some(prob("p_weight")))
         .init::<B>(device)
         .unwrap();
     let params = &case["params"];

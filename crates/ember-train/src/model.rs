@@ -64,10 +64,10 @@ pub fn char_lm_config(model: &ModelConfig, vocab_size: usize) -> CharLmConfig {
         .with_proj_size(model.proj_size)
         .with_nonlinearity(model.nonlinearity)
         .with_dropout(model.dropout)
-        .with_variational(model.variational_dropout)
-        .with_embed_dropout(model.embed_dropout)
-        .with_input_dropout(model.input_dropout)
-        .with_weight_drop(model.weight_drop)
+        .with_variational(Some(model.variational_dropout))
+        .with_embed_dropout(Some(model.embed_dropout))
+        .with_input_dropout(Some(model.input_dropout))
+        .with_weight_drop(Some(model.weight_drop))
 }
 
 /// A [`CharLm`] with its training objective: masked next-token cross-entropy.
