@@ -20,7 +20,8 @@ The loop, as ember's (crates/ember-train/src/run.rs, strategy.rs, ember-data):
   model   nn.Embedding(V, embed_dim) -> nn.LSTM/GRU/RNN(embed_dim, hidden_size, num_layers,
           batch_first=True, dropout=p between layers when num_layers > 1; LSTM proj_size, RNN
           nonlinearity as configured) -> nn.Dropout(p) -> nn.Linear(hidden or proj, V).
-          torch.manual_seed(train.seed) before the model is built.
+          torch.manual_seed(train.seed) before the model is built. The AWD keys (embed_dropout,
+          input_dropout, variational_dropout, weight_drop) act as in ember: see CharLm below.
   lines   each line is <s> + chars + </s>; input = all but the last token, target = all but the
           first. Training batches of train.batch_size are drawn in a new random order every epoch
           (the last batch may be smaller), padded to the batch's longest line: inputs with <pad>
@@ -106,6 +107,15 @@ def parse_args():
     p.add_argument("--run", required=True, type=Path, help="an ember run directory (made by `ember train`)")
     p.add_argument("--epochs", type=int, default=None, help="epochs [default: the run's config]")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="train for the epochs that fit in SECONDS (epochs' own seconds, training and validation): "
+        "after the first epoch the run is cut to floor(SECONDS / its seconds) epochs, at most the "
+        "config's, and the schedule is stretched over those, as a user fitting a run into SECONDS would",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line at the end")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines on stderr")
     return p.parse_args()
@@ -194,29 +204,100 @@ def bucketed_batches(lengths, batch_size, gen):
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
+def bernoulli_scale(shape, p, like):
+    """A dropout mask of `shape`: 1 / (1 - p) with probability 1 - p, else 0 (torch's generator)."""
+    return like.new_empty(shape).bernoulli_(1.0 - p) / (1.0 - p)
+
+
 class CharLm(nn.Module):
+    """ember's CharLm: embedding -> recurrent body -> dropout -> linear head, with AWD-LSTM's
+    regularisers as ember applies them in training (docs/regularisers.md):
+
+      embed_dropout        whole rows of the embedding table, E'[v] = E[v] * m[v] / (1 - p)
+      input_dropout        the embeddings, one mask per sequence and feature (locked)
+      variational_dropout  `dropout` between layers and before the head, one mask per sequence
+      weight_drop          every layer's W_hh * M / (1 - p), one mask per forward pass (DropConnect)
+
+    With variational_dropout or weight_drop the body is a stack of one-layer modules (so a mask can
+    go between layers and W_hh can be swapped through torch.func.functional_call, as AWD's
+    WeightDrop does); the state keeps nn.LSTM's [layers, batch, features] layout either way.
+    """
+
     def __init__(self, vocab_size, m):
         super().__init__()
         kind = m.get("kind", "lstm")
         embed, hidden, layers = m.get("embed_dim", 32), m.get("hidden_size", 128), m.get("num_layers", 1)
         p = float(m.get("dropout", 0.0))
         proj = int(m.get("proj_size", 0))
+        self.p = p
+        self.variational = bool(m.get("variational_dropout") or False)
+        self.embed_p = float(m.get("embed_dropout") or 0.0)
+        self.input_p = float(m.get("input_dropout") or 0.0)
+        self.weight_p = float(m.get("weight_drop") or 0.0)
+        self.stacked = self.variational or self.weight_p > 0
         self.embedding = nn.Embedding(vocab_size, embed)
-        common = dict(batch_first=True, dropout=p if layers > 1 else 0.0)
-        if kind == "lstm":
-            self.body = nn.LSTM(embed, hidden, layers, proj_size=proj, **common)
-        elif kind == "gru":
-            self.body = nn.GRU(embed, hidden, layers, **common)
-        elif kind == "rnn":
-            self.body = nn.RNN(embed, hidden, layers, nonlinearity=m.get("nonlinearity", "tanh"), **common)
-        else:
+
+        def body(inputs, count, dropout):
+            common = dict(batch_first=True, dropout=dropout)
+            if kind == "lstm":
+                return nn.LSTM(inputs, hidden, count, proj_size=proj, **common)
+            if kind == "gru":
+                return nn.GRU(inputs, hidden, count, **common)
+            if kind == "rnn":
+                return nn.RNN(inputs, hidden, count, nonlinearity=m.get("nonlinearity", "tanh"), **common)
             sys.exit(f"model.kind = {kind!r} is not a character language model body")
+
+        if self.stacked:
+            width = proj or hidden
+            self.layers = nn.ModuleList([body(embed if i == 0 else width, 1, 0.0) for i in range(layers)])
+        else:
+            self.body = body(embed, layers, p if layers > 1 else 0.0)
         self.dropout = nn.Dropout(p)
         self.head = nn.Linear(proj or hidden, vocab_size)
 
+    def drop(self, x):
+        """`dropout` on [batch, time, features] outputs: locked over time when variational."""
+        if not self.training or self.p <= 0:
+            return x
+        if self.variational:
+            return x * bernoulli_scale((x.shape[0], 1, x.shape[2]), self.p, x)
+        return self.dropout(x)
+
+    def run_stack(self, x, state):
+        def layer_state(i):
+            if state is None:
+                return None
+            if isinstance(state, tuple):
+                return tuple(s[i : i + 1] for s in state)
+            return state[i : i + 1]
+
+        finals = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.drop(x)
+            if self.training and self.weight_p > 0:
+                w = layer.weight_hh_l0
+                weights = {"weight_hh_l0": w * bernoulli_scale(w.shape, self.weight_p, w)}
+                x, s = torch.func.functional_call(layer, weights, (x, layer_state(i)))
+            else:
+                x, s = layer(x, layer_state(i))
+            finals.append(s)
+        if isinstance(finals[0], tuple):
+            return x, tuple(torch.cat(parts, 0) for parts in zip(*finals))
+        return x, torch.cat(finals, 0)
+
     def forward(self, tokens, state=None):
-        h, state = self.body(self.embedding(tokens), state)
-        return self.head(self.dropout(h)), state
+        table = self.embedding.weight
+        if self.training and self.embed_p > 0:
+            table = table * bernoulli_scale((table.shape[0], 1), self.embed_p, table)
+        x = F.embedding(tokens, table)
+        if self.training and self.input_p > 0:
+            x = x * bernoulli_scale((x.shape[0], 1, x.shape[2]), self.input_p, x)
+        if self.stacked:
+            h, state = self.run_stack(x, state)
+        else:
+            h, state = self.body(x, state)
+        return self.head(self.drop(h)), state
 
 
 def detach(state):
@@ -363,7 +444,9 @@ def main():
     best, since_best = math.inf, 0
     try:
         model.train()
-        for epoch in range(1, epochs + 1):
+        epoch = 0
+        while epoch < epochs:
+            epoch += 1
             epoch_started = time.perf_counter()
             nll_sum, tokens, state = 0.0, 0, None
             for x, y, n in train_batches():
@@ -399,6 +482,10 @@ def main():
             train_losses.append(nll_sum / tokens)
             epoch_seconds.append(time.perf_counter() - epoch_started)
             tps.append(tokens / seconds)
+            if args.time_budget is not None and epoch == 1:
+                fit = max(1, min(epochs, int(args.time_budget // epoch_seconds[0])))
+                if fit < epochs:
+                    epochs, total_steps = fit, steps_per_epoch * fit
             if not args.quiet:
                 print(
                     f"epoch {epoch}: train loss {nll_sum / tokens:.4f}, valid loss {valid:.4f}"
@@ -423,6 +510,8 @@ def main():
         "epoch_seconds": epoch_seconds,
         "epoch_tokens_per_s": tps,
         "steps_per_epoch": steps_per_epoch,
+        "best_valid_loss": min(valid_losses),
+        "planned_epochs": epochs,
         "threads": args.threads,
         "torch": torch.__version__,
     }

@@ -147,7 +147,7 @@ fn language_configs() -> Result<Vec<String>, String> {
 }
 
 /// The config file of `name`: a path as given, else `configs/<name>.toml`.
-fn config_path(name: &str) -> PathBuf {
+pub(crate) fn config_path(name: &str) -> PathBuf {
     let given = root().join(name);
     if name.ends_with(".toml") && given.is_file() {
         given
@@ -158,7 +158,7 @@ fn config_path(name: &str) -> PathBuf {
 
 /// Builds `ember` (release) as `cargo xtask train` does (`-p ember`: `cargo tree` shows the same
 /// features for its dependencies as a `--workspace` build), and returns the binary.
-fn build_ember() -> Result<PathBuf, String> {
+pub(crate) fn build_ember() -> Result<PathBuf, String> {
     let mut build = cargo();
     build.args(["build", "--release", "--quiet", "-p", "ember"]);
     let ok = build
@@ -227,7 +227,7 @@ impl CpuTicks {
 /// Runs `f` (one training process, waited for) and adds a warning to `warnings` when other
 /// processes took more than a tenth of the CPUs meanwhile: with every core asked for, a busy
 /// core slows both sides, PyTorch's OpenMP threads far more than ember's.
-fn watched<T>(what: &str, warnings: &mut Vec<String>, f: impl FnOnce() -> T) -> T {
+pub(crate) fn watched<T>(what: &str, warnings: &mut Vec<String>, f: impl FnOnce() -> T) -> T {
     let before = CpuTicks::now();
     let out = f();
     if let Some(share) = before.and_then(|b| b.others_since()).filter(|&s| s > 0.1) {
@@ -243,13 +243,17 @@ fn watched<T>(what: &str, warnings: &mut Vec<String>, f: impl FnOnce() -> T) -> 
 
 /// One implementation's figures on one config.
 #[derive(Clone, Default)]
-struct Figures {
-    tokens_per_s: Option<f64>,
-    wall_s: Option<f64>,
-    valid_loss: Option<f64>,
-    epochs: Option<usize>,
+pub(crate) struct Figures {
+    /// Training tokens/s over all epochs.
+    pub tokens_per_s: Option<f64>,
+    /// The whole run's seconds.
+    pub wall_s: Option<f64>,
+    /// The last epoch's validation loss.
+    pub valid_loss: Option<f64>,
+    /// Epochs trained.
+    pub epochs: Option<usize>,
     /// After each epoch: the seconds of all epochs so far and the validation loss.
-    curve: Vec<(f64, f64)>,
+    pub curve: Vec<(f64, f64)>,
 }
 
 /// `(seconds, loss)` after each epoch from per-epoch seconds and validation losses.
@@ -336,7 +340,7 @@ fn read_metrics(dir: &Path) -> Result<Figures, String> {
 
 /// Trains `config` with ember into `dir` for `epochs` epochs (`None`: the config's); the log
 /// goes to `<dir>.log`.
-fn run_ember(
+pub(crate) fn run_ember(
     ember: &Path,
     config: &Path,
     dir: &Path,
@@ -390,11 +394,13 @@ fn json_numbers(line: &str, key: &str) -> Option<Vec<f64>> {
 }
 
 /// Trains the reference on the data of the ember run in `dir` for `epochs` epochs (`None`: the
-/// run's config's); returns its figures and version.
-fn run_torch(
+/// run's config's), or for the epochs that fit in `budget` seconds (the script's
+/// `--time-budget`); returns its figures and version.
+pub(crate) fn run_torch(
     python: &Path,
     dir: &Path,
     epochs: Option<usize>,
+    budget: Option<f64>,
     threads: &str,
 ) -> Result<(Figures, Option<String>), String> {
     let mut c = Command::new(python);
@@ -406,6 +412,9 @@ fn run_torch(
         .env("OMP_NUM_THREADS", threads);
     if let Some(n) = epochs {
         c.args(["--epochs", &n.to_string()]);
+    }
+    if let Some(seconds) = budget {
+        c.args(["--time-budget", &format!("{seconds:.1}")]);
     }
     let line = json_line(c)?;
     let figures = Figures {
@@ -554,7 +563,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         };
         let torch_figures = match &python {
             Ok(py) => match watched(&format!("PyTorch on {stem}"), &mut warnings, || {
-                run_torch(py, &dir, epochs, &o.threads)
+                run_torch(py, &dir, epochs, None, &o.threads)
             }) {
                 Ok((f, version)) => {
                     torch_version = torch_version.or(version);

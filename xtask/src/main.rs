@@ -7,6 +7,9 @@
 //! - `cargo xtask bench [--backends ndarray,flex,wgpu] [--steps N] [--threads N] [--no-torch]
 //!   [--no-record] [--only NAME]`: training (and sampling) throughput of ember and PyTorch on the
 //!   same workloads, side by side, appended to BENCHMARKS.md (see `xtask/src/bench.rs`).
+//! - `cargo xtask bench --quality [--configs a,b] [--threads N] [--no-record]`: the long mode:
+//!   the quality configs trained by ember, and by the PyTorch reference in the same wall time;
+//!   both best validation losses, appended to BENCHMARKS.md (see `xtask/src/quality.rs`).
 //! - `cargo xtask bench-layer [--cell lstm|gru|rnn] [--backend ndarray|flex] [--threads N]
 //!   [--layers L --hidden H --input I --batch B --seq T --steps S]`: forward + backward
 //!   tokens/s of one recurrent layer, ember against PyTorch on the same shapes and thread count,
@@ -25,6 +28,7 @@ use std::process::{Command, ExitCode};
 mod bench;
 mod e2e;
 mod gpu;
+mod quality;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         Some(cmd @ ("train" | "sample" | "eval" | "predict" | "inspect" | "export" | "lr-find")) => ember(cmd, &args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench-layer") => bench_layer(&args[1..]),
+        Some("bench") if args.iter().any(|a| a == "--quality") => quality::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("bench-e2e") => e2e::run(&args[1..]),
         Some("gpu-check") => gpu::run(&args[1..]),
