@@ -182,7 +182,7 @@ impl<B: Backend> CharLm<B> {
         state: Option<RecurrentState<B>>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
         let masks = self.draw_masks(tokens.dims()[0], &tokens.device());
-        self.forward_with_masks(tokens, lengths, state, masks)
+        self.forward_masked(tokens, lengths, state, masks)
     }
 
     /// The masks of one training step for `batch` sequences: those of the regularisers that are
@@ -202,8 +202,50 @@ impl<B: Backend> CharLm<B> {
         }
     }
 
-    /// [`Self::forward_time_major`] with the dropout masks given (see [`DropMasks`]).
+    /// [`Self::forward_time_major`] with the dropout masks given (see [`DropMasks`]); masks whose
+    /// shapes do not fit the model and `tokens` are an error.
     pub fn forward_with_masks(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+        masks: DropMasks<B>,
+    ) -> Result<(Tensor<B, 3>, RecurrentState<B>), NnError> {
+        let batch = tokens.dims()[0];
+        let [vocab, embed] = self.embedding.weight.dims();
+        let width = self.body.output_size();
+        let fits = |what: &'static str, expected: Vec<usize>, found: Option<Vec<usize>>| match found
+        {
+            Some(found) if found != expected => Err(NnError::MaskShapes {
+                what,
+                expected: vec![expected],
+                found: vec![found],
+            }),
+            _ => Ok(()),
+        };
+        fits(
+            "embedding",
+            vec![vocab, 1],
+            masks.embed.as_ref().map(|m| m.dims().to_vec()),
+        )?;
+        fits(
+            "input",
+            vec![1, batch, embed],
+            masks.input.as_ref().map(|m| m.dims().to_vec()),
+        )?;
+        fits(
+            "output",
+            vec![1, batch, width],
+            masks.output.as_ref().map(|m| m.dims().to_vec()),
+        )?;
+        if let Some(stack) = &masks.stack {
+            self.body.check_masks(stack, batch)?;
+        }
+        Ok(self.forward_masked(tokens, lengths, state, masks))
+    }
+
+    /// [`Self::forward_with_masks`] for masks known to fit.
+    fn forward_masked(
         &self,
         tokens: Tensor<B, 2, Int>,
         lengths: Option<&[usize]>,
@@ -223,7 +265,7 @@ impl<B: Backend> CharLm<B> {
             None => First::Tokens(table, tokens),
         };
         let (h, state) = match (&masks.stack, first) {
-            (Some(stack), first) => self.body.forward_with_masks(first, lengths, state, stack),
+            (Some(stack), first) => self.body.run_masked(first, lengths, state, stack),
             (None, First::Features(x)) => self.body.forward_time_major(x, lengths, state),
             (None, First::Tokens(table, tokens)) => {
                 self.body.forward_tokens(table, tokens, lengths, state)
@@ -298,5 +340,59 @@ mod tests {
             let bias = lm.head.bias.as_ref().expect("the head has a bias").val();
             uniform_within("head.bias", &values(bias), head);
         }
+    }
+
+    #[test]
+    fn masks_that_do_not_fit_are_an_error_naming_them() {
+        let device = FlexDevice;
+        let lm: CharLm<Flex> = CharLmConfig::new(10)
+            .with_embed_dim(4)
+            .with_hidden_size(6)
+            .with_num_layers(2)
+            .init(&device)
+            .expect("a valid config");
+        let tokens = Tensor::<Flex, 2, Int>::zeros([3, 5], &device);
+        let ones = |shape: [usize; 3]| Tensor::<Flex, 3>::ones(shape, &device);
+        let masks = |between: Vec<Tensor<Flex, 3>>, recurrent: Vec<Tensor<Flex, 2>>| DropMasks {
+            embed: None,
+            input: None,
+            stack: Some(StackMasks { between, recurrent }),
+            output: None,
+        };
+        let fitting = masks(vec![ones([1, 3, 6])], vec![]);
+        assert!(lm
+            .forward_with_masks(tokens.clone(), None, None, fitting)
+            .is_ok());
+        let wrong_batch = masks(vec![ones([1, 2, 6])], vec![]);
+        let err = lm.forward_with_masks(tokens.clone(), None, None, wrong_batch);
+        assert!(
+            matches!(
+                err,
+                Err(NnError::MaskShapes {
+                    what: "between-layer",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let one_cell = masks(vec![ones([1, 3, 6])], vec![Tensor::ones([24, 6], &device)]);
+        let err = lm.forward_with_masks(tokens.clone(), None, None, one_cell);
+        assert!(
+            matches!(
+                err,
+                Err(NnError::MaskShapes {
+                    what: "weight-drop",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let mut output = masks(vec![ones([1, 3, 6])], vec![]);
+        output.output = Some(ones([1, 3, 5]));
+        let err = lm.forward_with_masks(tokens, None, None, output);
+        assert!(
+            matches!(err, Err(NnError::MaskShapes { what: "output", .. })),
+            "{err:?}"
+        );
     }
 }

@@ -35,6 +35,16 @@ pub enum NnError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// Dropout masks given to a forward pass do not fit the model.
+    #[error("the {what} dropout masks have shapes {found:?}, but the model needs {expected:?}")]
+    MaskShapes {
+        /// Which masks: `between-layer`, `weight-drop`, `embedding`, `input` or `output`.
+        what: &'static str,
+        /// The shapes the model and batch need, one per mask.
+        expected: Vec<Vec<usize>>,
+        /// The shapes given.
+        found: Vec<Vec<usize>>,
+    },
     /// Dropout must be a probability.
     #[error("model.dropout must be in [0, 1) (got {0})")]
     BadDropout(f64),

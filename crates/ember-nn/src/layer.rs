@@ -141,8 +141,24 @@ impl<B: Backend> AnyRecurrent<B> {
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
         masks: &StackMasks<B>,
-    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+    ) -> Result<(Tensor<B, 3>, RecurrentState<B>), NnError> {
         each!(self, l => l.forward_with_masks(first, lengths, state, masks))
+    }
+
+    /// See [`crate::Recurrent::check_masks`].
+    pub fn check_masks(&self, masks: &StackMasks<B>, batch: usize) -> Result<(), NnError> {
+        each!(self, l => l.check_masks(masks, batch))
+    }
+
+    /// [`Self::forward_with_masks`] for masks known to fit.
+    pub(crate) fn run_masked(
+        &self,
+        first: First<B>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+        masks: &StackMasks<B>,
+    ) -> (Tensor<B, 3>, RecurrentState<B>) {
+        each!(self, l => l.run_masked(first, lengths, state, masks))
     }
 
     /// See [`crate::Recurrent::load_torch`].

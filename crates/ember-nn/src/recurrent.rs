@@ -304,24 +304,61 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
 
     /// [`Self::forward_time_major`] (`first` features) or [`Self::forward_tokens`] (`first`
     /// tokens, looked up as given) with the stack's dropout masks given instead of drawn (see
-    /// [`StackMasks`]). A test fixes the masks of a reference this way.
+    /// [`StackMasks`]). A test fixes the masks of a reference this way. Masks that do not fit
+    /// (see [`Self::check_masks`]) are an error.
     pub fn forward_with_masks(
         &self,
         first: First<B>,
         lengths: Option<&[usize]>,
         state: Option<RecurrentState<B>>,
         masks: &StackMasks<B>,
+    ) -> Result<(Tensor<B, 3>, RecurrentState<B>), NnError> {
+        let batch = match &first {
+            First::Features(x) => x.dims()[1],
+            First::Tokens(_, tokens) => tokens.dims()[1],
+        };
+        self.check_masks(masks, batch)?;
+        Ok(self.run_masked(first, lengths, state, masks))
+    }
+
+    /// [`Self::forward_with_masks`] for masks known to fit.
+    pub(crate) fn run_masked(
+        &self,
+        first: First<B>,
+        lengths: Option<&[usize]>,
+        state: Option<RecurrentState<B>>,
+        masks: &StackMasks<B>,
     ) -> (Tensor<B, 3>, RecurrentState<B>) {
-        assert_eq!(
-            masks.between.len(),
-            self.num_layers - 1,
-            "one mask per boundary between layers"
-        );
-        assert!(
-            masks.recurrent.is_empty() || masks.recurrent.len() == self.cells.len(),
-            "no recurrent masks, or one per cell"
-        );
         self.run(first, lengths, state, Some(masks))
+    }
+
+    /// Whether `masks` fit this stack for `batch` sequences: `num_layers − 1` between-layer
+    /// masks of `[1, batch, D·H_out]`, and no weight-drop masks or one of `W_hh`'s shape per cell.
+    pub fn check_masks(&self, masks: &StackMasks<B>, batch: usize) -> Result<(), NnError> {
+        let width = self.directions * self.output_size;
+        let between = vec![vec![1, batch, width]; self.num_layers - 1];
+        let found: Vec<Vec<usize>> = masks.between.iter().map(|m| m.dims().to_vec()).collect();
+        if found != between {
+            return Err(NnError::MaskShapes {
+                what: "between-layer",
+                expected: between,
+                found,
+            });
+        }
+        let recurrent: Vec<Vec<usize>> = self
+            .cells
+            .iter()
+            .map(|c| c.recurrent_weight_dims().to_vec())
+            .collect();
+        let found: Vec<Vec<usize>> = masks.recurrent.iter().map(|m| m.dims().to_vec()).collect();
+        if !found.is_empty() && found != recurrent {
+            return Err(NnError::MaskShapes {
+                what: "weight-drop",
+                expected: recurrent,
+                found,
+            });
+        }
+        Ok(())
     }
 
     /// The cell of `row` with its weight-drop mask applied, if any: given, or drawn in training.

@@ -46,6 +46,12 @@ fn filter() -> EnvFilter {
     })
 }
 
+/// Whether log lines on stderr get colour: only on a terminal (a pipe or a CI log gets plain
+/// text), and never when `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Logs to `train.log` in the run directory (appending when `append`), and to stderr unless
 /// the TUI owns the terminal.
 fn init_logging(log_file: &Path, tui: bool, append: bool) -> anyhow::Result<()> {
@@ -63,8 +69,10 @@ fn init_logging(log_file: &Path, tui: bool, append: bool) -> anyhow::Result<()> 
     let to_stderr = (!tui).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            // Colour only on a terminal: a pipe or a CI log gets plain text.
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
             .with_target(false)
             .without_time()
             .with_filter(filter())
@@ -515,4 +523,18 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
         config.data.path.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
 }
