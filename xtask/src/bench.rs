@@ -310,11 +310,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     }
     println!("\n{table}");
     if o.record {
-        let date = Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
+        let date = utc_now();
         let section = format!(
             "\n## {date}: {}\n\nember {} (Burn 0.21.0), PyTorch {}, {} thread(s), {} timed steps after 3 warm-up steps.\n\
              Command: `{}cargo xtask bench{}`\n\n{table}",
@@ -329,16 +325,32 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
                 .collect::<String>(),
             args.iter().fold(String::new(), |s, a| s + " " + a)
         );
-        let path = root().join("BENCHMARKS.md");
-        let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-            "# Benchmarks\n\nRows are appended by `cargo xtask bench`; every figure was measured by the command above it.\n"
-                .into()
-        });
-        text.push_str(&section);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("appended to {}", path.display());
+        append_section(&section)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The date and time now, UTC, as `2026-12-07 18:00 UTC` (empty when `date` cannot run).
+pub(crate) fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Appends `section` to BENCHMARKS.md (starting the file with its header when it is missing)
+/// and says so.
+pub(crate) fn append_section(section: &str) -> Result<(), String> {
+    let path = root().join("BENCHMARKS.md");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nRows are appended by `cargo xtask bench`; every figure was measured by the command above it.\n"
+            .into()
+    });
+    text.push_str(section);
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("appended to {}", path.display());
+    Ok(())
 }
 
 /// Where PyTorch runs to compare with ember's `backend`: `cuda` for the GPU backends.

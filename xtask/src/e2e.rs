@@ -68,13 +68,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{a} takes a value"));
         match a.as_str() {
-            "--configs" => {
-                o.configs = value()?
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }
+            "--configs" => o.configs = comma_list(&value()?),
             "--epochs" => {
                 let v = value()?;
                 o.epochs = Some(
@@ -154,6 +148,33 @@ pub(crate) fn config_path(name: &str) -> PathBuf {
     } else {
         root().join("configs").join(format!("{name}.toml"))
     }
+}
+
+/// The names in a comma-separated option value (`--configs a,b`), empty ones dropped.
+pub(crate) fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The run directory of `config` (named `name` on the command line) under `out`, `out/<stem>`,
+/// cleared of an earlier run; and the stem.
+pub(crate) fn fresh_run_dir(
+    out: &Path,
+    config: &Path,
+    name: &str,
+) -> Result<(String, PathBuf), String> {
+    let stem = config
+        .file_stem()
+        .map_or_else(|| name.to_owned(), |s| s.to_string_lossy().into_owned());
+    let dir = out.join(&stem);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    Ok((stem, dir))
 }
 
 /// Builds `ember` (release) as `cargo xtask train` does (`-p ember`: `cargo tree` shows the same
@@ -536,14 +557,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         } else {
             Some(o.epochs.unwrap_or(if kind == "text" { 1 } else { 2 }))
         };
-        let stem = config
-            .file_stem()
-            .map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned());
-        let dir = o.out.join(&stem);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
-        }
+        let (stem, dir) = fresh_run_dir(&o.out, &config, name)?;
         let ember_run = watched(&format!("ember on {stem}"), &mut warnings, || {
             run_ember(&ember, &config, &dir, epochs, &o.threads)
         });

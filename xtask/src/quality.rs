@@ -23,9 +23,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::bench::{machine, torch_python};
-use crate::e2e::{build_ember, config_path, run_ember, run_torch, watched, Figures};
-use crate::root;
+use crate::bench::{append_section, machine, torch_python, utc_now};
+use crate::e2e::{
+    build_ember, comma_list, config_path, fresh_run_dir, run_ember, run_torch, watched, Figures,
+};
 
 /// The configs whose figures issue 23 names: the names model, the shipped Shakespeare model and
 /// the large Shakespeare model.
@@ -56,13 +57,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{a} takes a value"));
         match a.as_str() {
-            "--configs" => {
-                o.configs = value()?
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }
+            "--configs" => o.configs = comma_list(&value()?),
             "--threads" => o.threads = value()?,
             "--ember" => o.ember = Some(PathBuf::from(value()?)),
             "--out" => o.out = PathBuf::from(value()?),
@@ -152,14 +147,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let (mut rows, mut warnings, mut version, mut failed) = (Vec::new(), Vec::new(), None, false);
     for name in &o.configs {
         let config = config_path(name);
-        let stem = config
-            .file_stem()
-            .map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned());
-        let dir = o.out.join(&stem);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
-        }
+        let (stem, dir) = fresh_run_dir(&o.out, &config, name)?;
         let ember_side = match watched(&format!("ember on {stem}"), &mut warnings, || {
             run_ember(&ember, &config, &dir, None, &o.threads)
         }) {
@@ -208,22 +196,12 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         println!("{w}");
     }
     if o.record && !failed {
-        let path = root().join("BENCHMARKS.md");
-        let mut text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let when = std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
-        text.push_str(&format!(
-            "\n## {when}: learning quality at the same wall time\n\nCommand: `cargo xtask bench{}`. {heading}.\n\n{table}{}",
+        append_section(&format!(
+            "\n## {}: learning quality at the same wall time\n\nCommand: `cargo xtask bench{}`. {heading}.\n\n{table}{}",
+            utc_now(),
             args.iter().fold(String::new(), |s, a| s + " " + a),
             warnings.iter().map(|w| format!("\n{w}\n")).collect::<String>()
-        ));
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("appended to {}", path.display());
+        ))?;
     }
     Ok(if failed {
         ExitCode::FAILURE
