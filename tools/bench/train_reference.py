@@ -21,7 +21,8 @@ The loop, as ember's (crates/ember-train/src/run.rs, strategy.rs, ember-data):
           batch_first=True, dropout=p between layers when num_layers > 1; LSTM proj_size, RNN
           nonlinearity as configured) -> nn.Dropout(p) -> nn.Linear(hidden or proj, V).
           torch.manual_seed(train.seed) before the model is built. The AWD keys (embed_dropout,
-          input_dropout, variational_dropout, weight_drop) act as in ember: see CharLm below.
+          input_dropout, variational_dropout, weight_drop) and zoneout (zoneout, zoneout_cell) act
+          as in ember: see CharLm below.
   lines   each line is <s> + chars + </s>; input = all but the last token, target = all but the
           first. Training batches of train.batch_size are drawn in a new random order every epoch
           (the last batch may be smaller), padded to the batch's longest line: inputs with <pad>
@@ -217,10 +218,15 @@ class CharLm(nn.Module):
       input_dropout        the embeddings, one mask per sequence and feature (locked)
       variational_dropout  `dropout` between layers and before the head, one mask per sequence
       weight_drop          every layer's W_hh * M / (1 - p), one mask per forward pass (DropConnect)
+      zoneout              every layer's h_t = m * h_{t-1} + (1 - m) * h~_t, m ~ Bernoulli(p) per step
+                           and unit in training, m = p in evaluation (Krueger et al. 2016)
+      zoneout_cell         the same for an LSTM's c
 
-    With variational_dropout or weight_drop the body is a stack of one-layer modules (so a mask can
-    go between layers and W_hh can be swapped through torch.func.functional_call, as AWD's
-    WeightDrop does); the state keeps nn.LSTM's [layers, batch, features] layout either way.
+    With variational_dropout, weight_drop or zoneout the body is a stack of one-layer modules (so a
+    mask can go between layers and W_hh can be swapped through torch.func.functional_call, as AWD's
+    WeightDrop does); with zoneout each layer runs step by step (torch.lstm_cell's equations,
+    torch.gru_cell, torch.rnn_*_cell), as a PyTorch user writes it, since nn.LSTM has no zoneout.
+    The state keeps nn.LSTM's [layers, batch, features] layout either way.
     """
 
     def __init__(self, vocab_size, m):
@@ -234,7 +240,11 @@ class CharLm(nn.Module):
         self.embed_p = float(m.get("embed_dropout") or 0.0)
         self.input_p = float(m.get("input_dropout") or 0.0)
         self.weight_p = float(m.get("weight_drop") or 0.0)
-        self.stacked = self.variational or self.weight_p > 0
+        self.zone_h = float(m.get("zoneout") or 0.0)
+        self.zone_c = float(m.get("zoneout_cell") or 0.0)
+        self.kind = kind
+        self.nonlinearity = m.get("nonlinearity", "tanh")
+        self.stacked = self.variational or self.weight_p > 0 or self.zone_h > 0 or self.zone_c > 0
         self.embedding = nn.Embedding(vocab_size, embed)
 
         def body(inputs, count, dropout):
@@ -275,7 +285,12 @@ class CharLm(nn.Module):
         for i, layer in enumerate(self.layers):
             if i > 0:
                 x = self.drop(x)
-            if self.training and self.weight_p > 0:
+            if self.zone_h > 0 or self.zone_c > 0:
+                w = layer.weight_hh_l0
+                if self.training and self.weight_p > 0:
+                    w = w * bernoulli_scale(w.shape, self.weight_p, w)
+                x, s = self.run_zoned(layer, w, x, layer_state(i))
+            elif self.training and self.weight_p > 0:
                 w = layer.weight_hh_l0
                 weights = {"weight_hh_l0": w * bernoulli_scale(w.shape, self.weight_p, w)}
                 x, s = torch.func.functional_call(layer, weights, (x, layer_state(i)))
@@ -285,6 +300,54 @@ class CharLm(nn.Module):
         if isinstance(finals[0], tuple):
             return x, tuple(torch.cat(parts, 0) for parts in zip(*finals))
         return x, torch.cat(finals, 0)
+
+    def run_zoned(self, layer, w_hh, x, state):
+        """One one-layer `layer` over x [batch, time, in] step by step with zoneout, its W_hh
+        replaced by `w_hh`; returns the outputs and the final state as `layer` would."""
+        batch, steps, _ = x.shape
+        lstm = self.kind == "lstm"
+        w_hr = getattr(layer, "weight_hr_l0", None)
+        width = w_hr.shape[0] if w_hr is not None else layer.hidden_size
+        if state is None:
+            h = x.new_zeros(batch, width)
+            c = x.new_zeros(batch, layer.hidden_size) if lstm else None
+        elif lstm:
+            h, c = state[0][0], state[1][0]
+        else:
+            h, c = state[0], None
+
+        def masks(p, features):
+            """[time, batch, features] 0/1 draws (1 keeps the old value) or, evaluating, p."""
+            if p <= 0:
+                return None
+            if self.training:
+                return x.new_empty(steps, batch, features).bernoulli_(p)
+            return [p] * steps
+
+        def zone(old, new, m):
+            return new if m is None else new + m * (old - new)
+
+        m_h, m_c = masks(self.zone_h, width), masks(self.zone_c, layer.hidden_size) if lstm else None
+        xp = x @ layer.weight_ih_l0.t() + layer.bias_ih_l0  # every step's input projection at once
+        outs = []
+        for t in range(steps):
+            if lstm:
+                gates = xp[:, t] + h @ w_hh.t() + layer.bias_hh_l0
+                i, f, g, o = gates.chunk(4, 1)
+                c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h_new = torch.sigmoid(o) * torch.tanh(c_new)
+                if w_hr is not None:
+                    h_new = h_new @ w_hr.t()
+                c = zone(c, c_new, None if m_c is None else m_c[t])
+            elif self.kind == "gru":
+                h_new = torch.gru_cell(x[:, t], h, layer.weight_ih_l0, w_hh, layer.bias_ih_l0, layer.bias_hh_l0)
+            else:
+                cell = torch.rnn_relu_cell if self.nonlinearity == "relu" else torch.rnn_tanh_cell
+                h_new = cell(x[:, t], h, layer.weight_ih_l0, w_hh, layer.bias_ih_l0, layer.bias_hh_l0)
+            h = zone(h, h_new, None if m_h is None else m_h[t])
+            outs.append(h)
+        out = torch.stack(outs, 1)
+        return out, ((h[None], c[None]) if lstm else h[None])
 
     def forward(self, tokens, state=None):
         table = self.embedding.weight

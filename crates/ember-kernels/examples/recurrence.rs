@@ -40,6 +40,8 @@ fn main() {
             Vec::new()
         },
         active: Vec::new(),
+        zone_h: Vec::new(),
+        zone_c: Vec::new(),
     };
     let (mut fwd, mut bwd) = (0.0, 0.0);
     let reps = 10;

@@ -11,11 +11,14 @@
 //! dr = dn ⊙ hp_n ⊙ r(1 − r)
 //! d(xp) = [dr, dz, dn]    d(hp) = [dr, dz, dn ⊙ r]   dh_{t-1} = dh ⊙ z + d(hp) W_hh
 //! ```
+//! With zoneout (module `zoneout`) `h_t` above is the new value `h̃_t`, mixed with `h_{t-1}` by
+//! the step's mask; the backward pass splits `dh` first.
 
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
 use crate::rows::{active, one, one_mut, run, split, split_mut, take};
 use crate::simd::{blocks, multiversion};
+use crate::zoneout::{self, add, zone};
 use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
@@ -107,6 +110,8 @@ struct Forward<'a> {
     /// Saved per step (empty lists when not saving): `h_{t-1}` and `W_hn h_{t-1} + b_hn`.
     h_prev: Vec<&'a mut [f32]>,
     hn: Vec<&'a mut [f32]>,
+    /// Zoneout masks per step (an empty list: none).
+    zone_h: Vec<&'a [f32]>,
 }
 
 fn forward_part(n: usize, w_t: &[f32], b_hh: &[f32], mut p: Forward) {
@@ -115,9 +120,14 @@ fn forward_part(n: usize, w_t: &[f32], b_hh: &[f32], mut p: Forward) {
     let mut h = p.h0.to_vec();
     let mut hp = vec![0.0; h.len() / n.max(1) * g];
     let mut hn = vec![0.0; if save { 0 } else { h.len() }];
+    let zoned = !p.zone_h.is_empty();
+    let mut prev = vec![0.0; if zoned { h.len() } else { 0 }];
     for (t, &rows) in p.active.iter().enumerate() {
         if save {
             p.h_prev[t].copy_from_slice(&h);
+        }
+        if zoned {
+            prev[..rows * n].copy_from_slice(&h[..rows * n]);
         }
         matmul(
             &mut hp,
@@ -139,6 +149,11 @@ fn forward_part(n: usize, w_t: &[f32], b_hh: &[f32], mut p: Forward) {
             &mut p.out[t][..rows * n],
             hn,
         );
+        if zoned {
+            let out = &mut p.out[t][..rows * n];
+            zone(out, &prev[..rows * n], &p.zone_h[t][..rows * n]);
+            h[..rows * n].copy_from_slice(out);
+        }
     }
     one_mut(&mut p.out).copy_from_slice(&h);
 }
@@ -167,6 +182,7 @@ pub(crate) fn forward<X: Buffer>(
         let mut h0 = split(&inputs.h0, batch, n, cuts);
         let mut hp = split_mut(&mut h_prev, batch, n, cuts);
         let mut hns = split_mut(&mut hn, batch, n, cuts);
+        let mut zh = split(&inputs.zone_h, batch, n, cuts);
         let parts = active(&inputs.active, cuts)
             .into_iter()
             .enumerate()
@@ -177,6 +193,7 @@ pub(crate) fn forward<X: Buffer>(
                 h0: one(&mut take(&mut h0, k)),
                 h_prev: take(&mut hp, k),
                 hn: take(&mut hns, k),
+                zone_h: take(&mut zh, k),
             })
             .collect();
         run(parts, |part| forward_part(n, &w_t, &b_hh, part));
@@ -192,6 +209,8 @@ pub(crate) fn forward<X: Buffer>(
         tanh_c: Vec::new(),
         h_full: Vec::new(),
         w_hr: Vec::new(),
+        zone_h: inputs.zone_h,
+        zone_c: Vec::new(),
     });
     (y, saved)
 }
@@ -208,20 +227,37 @@ struct Backward<'a> {
     h_prev: Vec<&'a [f32]>,
     hn: Vec<&'a [f32]>,
     dh0: &'a mut [f32],
+    zone_h: Vec<&'a [f32]>,
 }
 
 fn backward_part(n: usize, w_hh: &[f32], mut b: Backward) {
     let g = 3 * n;
     let steps = b.active.len();
     let mut dh = b.dy[steps].to_vec();
+    // Zoned: `dh` holds the whole gradient of `h_t` (`dy_t` added here), and the cell gets no
+    // `dy` of its own.
+    let zoned = !b.zone_h.is_empty();
+    let len = if zoned { dh.len() } else { 0 };
+    let (mut carry, zeros) = (vec![0.0; len], vec![0.0; len]);
     for t in (0..steps).rev() {
         let rows = b.active[t];
         b.dg[t][rows * g..].fill(0.0);
+        let dy = if zoned {
+            add(&mut dh[..rows * n], &b.dy[t][..rows * n]);
+            zoneout::split(
+                &mut dh[..rows * n],
+                &mut carry[..rows * n],
+                &b.zone_h[t][..rows * n],
+            );
+            &zeros[..rows * n]
+        } else {
+            &b.dy[t][..rows * n]
+        };
         cell_backward(
             n,
             &mut b.dg[t][..rows * g],
             &mut b.dhp[t][..rows * g],
-            &b.dy[t][..rows * n],
+            dy,
             &mut dh[..rows * n],
             &b.h_prev[t][..rows * n],
             &b.hn[t][..rows * n],
@@ -232,6 +268,9 @@ fn backward_part(n: usize, w_hh: &[f32], mut b: Backward) {
             View::row_major(w_hh, g, n),
             true,
         );
+        if zoned {
+            add(&mut dh[..rows * n], &carry[..rows * n]);
+        }
     }
     b.dh0.copy_from_slice(&dh);
 }
@@ -250,6 +289,7 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
         let mut hp = split(&saved.h_prev, batch, n, cuts);
         let mut hns = split(&saved.extra, batch, n, cuts);
         let mut dh0 = split_mut(&mut h0, batch, n, cuts);
+        let mut zh = split(&saved.zone_h, batch, n, cuts);
         let parts = active(&saved.active, cuts)
             .into_iter()
             .enumerate()
@@ -261,6 +301,7 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
                 h_prev: take(&mut hp, k),
                 hn: take(&mut hns, k),
                 dh0: one_mut(&mut take(&mut dh0, k)),
+                zone_h: take(&mut zh, k),
             })
             .collect();
         run(parts, |part| backward_part(n, &saved.w_hh, part));

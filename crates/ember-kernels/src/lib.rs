@@ -18,6 +18,9 @@
 //! its last valid step (sort the batch longest first, as `pack_padded_sequence` does). For a
 //! reversed direction pass the time-flipped input and `active`.
 //!
+//! Zoneout: with masks `zone_h` (and an LSTM's `zone_c`), each step's new state is mixed
+//! with the previous one unit by unit (module `zoneout`); no masks, no zoneout.
+//!
 //! Tensors are row-major. The forward output `y` holds the outputs `[T, batch, H_out]`, then
 //! `h_n [batch, H_out]` and, for an LSTM, `c_n [batch, H]` ([`Dims::y_len`] values); the
 //! backward pass takes `dL/dy` of that layout. `H_out` is `H`, or an LSTM's `proj_size`.
@@ -33,6 +36,7 @@ mod matmul;
 mod rnn;
 mod rows;
 mod simd;
+mod zoneout;
 
 pub use simd::level as simd_level;
 
@@ -127,6 +131,12 @@ pub struct Inputs<X: Buffer = Vec<f32>> {
     /// Packed sequences: rows running at each step (non-increasing for a forward direction),
     /// `T` values; empty when every row runs every step.
     pub active: Vec<usize>,
+    /// Zoneout of `h`: per step, row and unit, how much of `h_{t-1}` the new `h_t` keeps
+    /// (`h_t = m ⊙ h_{t-1} + (1 − m) ⊙ h̃_t`), `[T, batch, H_out]`: 0/1 draws in training, the
+    /// rate `p` in inference. Empty: no zoneout.
+    pub zone_h: Vec<f32>,
+    /// LSTM only: zoneout of `c`, `[T, batch, H]`, as [`Self::zone_h`]. Empty: none.
+    pub zone_c: Vec<f32>,
 }
 
 /// What the backward pass needs, kept by the forward pass.
@@ -147,6 +157,9 @@ pub struct Saved<X: Buffer = Vec<f32>> {
     tanh_c: Vec<f32>,
     /// LSTM with `proj_size`: `o ⊙ tanh c_t` before the projection, `[T, batch, H]`.
     h_full: Vec<f32>,
+    /// The zoneout masks of the forward pass (empty: none).
+    zone_h: Vec<f32>,
+    zone_c: Vec<f32>,
 }
 
 /// The gradients of one backward pass.
@@ -210,6 +223,18 @@ impl<X: Buffer> Inputs<X> {
         }
         if !self.active.is_empty() {
             expect.push(("active", self.active.len(), steps));
+        }
+        if !self.zone_h.is_empty() {
+            expect.push(("zone_h", self.zone_h.len(), steps * batch * output));
+        }
+        if !self.zone_c.is_empty() {
+            if self.cell != Cell::Lstm {
+                return Err(ShapeError(format!(
+                    "only an LSTM has a cell state to zone out ({:?})",
+                    self.cell
+                )));
+            }
+            expect.push(("zone_c", self.zone_c.len(), steps * batch * hidden));
         }
         for (name, got, want) in expect {
             if got != want {

@@ -11,11 +11,14 @@
 //! d(gates) = [dc·g·i(1−i), dc·c_{t-1}·f(1−f), dc·i·(1−g²), dh·tanh(c_t)·o(1−o)]
 //! dh_{t-1} = d(gates) W_hh            dc_{t-1} = dc ⊙ f
 //! ```
+//! With zoneout (module `zoneout`) `c_t` and `h_t` above are the new values `c̃_t`, `h̃_t`, mixed
+//! with `c_{t-1}`, `h_{t-1}` by the step's masks; the backward pass splits `dh` and `dc` first.
 
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
 use crate::rows::{active, one, one_mut, run, split, split_mut, take};
 use crate::simd::{blocks, multiversion};
+use crate::zoneout::{self, add, zone};
 use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
@@ -95,6 +98,9 @@ struct Forward<'a> {
     c_prev: Vec<&'a mut [f32]>,
     tanh_c: Vec<&'a mut [f32]>,
     h_full: Vec<&'a mut [f32]>,
+    /// Zoneout masks per step (empty lists: none).
+    zone_h: Vec<&'a [f32]>,
+    zone_c: Vec<&'a [f32]>,
 }
 
 /// The weights every part reads.
@@ -112,6 +118,8 @@ fn forward_part(w: &Weights, mut p: Forward) {
     let (mut h, mut c) = (p.h0.to_vec(), p.c0.to_vec());
     let mut tanh_c = vec![0.0; if save { 0 } else { c.len() }];
     let mut h_full = vec![0.0; if save && projected { 0 } else { c.len() }];
+    let (zoned_h, zoned_c) = (!p.zone_h.is_empty(), !p.zone_c.is_empty());
+    let mut c_old = vec![0.0; if zoned_c { c.len() } else { 0 }];
     for (t, &rows) in p.active.iter().enumerate() {
         if save {
             p.h_prev[t].copy_from_slice(&h);
@@ -134,7 +142,17 @@ fn forward_part(w: &Weights, mut p: Forward) {
         } else {
             &mut h_full[..rows * n]
         };
+        if zoned_c {
+            c_old[..rows * n].copy_from_slice(&c[..rows * n]);
+        }
         cell(n, gates, &mut c[..rows * n], hf, tc);
+        if zoned_c {
+            zone(
+                &mut c[..rows * n],
+                &c_old[..rows * n],
+                &p.zone_c[t][..rows * n],
+            );
+        }
         let out = &mut p.out[t][..rows * out_w];
         if projected {
             matmul(
@@ -145,6 +163,9 @@ fn forward_part(w: &Weights, mut p: Forward) {
             );
         } else {
             out.copy_from_slice(hf);
+        }
+        if zoned_h {
+            zone(out, &h[..rows * out_w], &p.zone_h[t][..rows * out_w]);
         }
         h[..rows * out_w].copy_from_slice(out);
     }
@@ -185,6 +206,8 @@ pub(crate) fn forward<X: Buffer>(
         let mut cp = split_mut(&mut c_prev, batch, n, cuts);
         let mut tc = split_mut(&mut tanh_c, batch, n, cuts);
         let mut hf = split_mut(&mut h_full, batch, n, cuts);
+        let mut zh = split(&inputs.zone_h, batch, p, cuts);
+        let mut zc = split(&inputs.zone_c, batch, n, cuts);
         let parts = active(&inputs.active, cuts)
             .into_iter()
             .enumerate()
@@ -199,6 +222,8 @@ pub(crate) fn forward<X: Buffer>(
                 c_prev: take(&mut cp, k),
                 tanh_c: take(&mut tc, k),
                 h_full: take(&mut hf, k),
+                zone_h: take(&mut zh, k),
+                zone_c: take(&mut zc, k),
             })
             .collect();
         let w = Weights {
@@ -220,6 +245,8 @@ pub(crate) fn forward<X: Buffer>(
         extra: c_prev,
         tanh_c,
         h_full,
+        zone_h: inputs.zone_h,
+        zone_c: inputs.zone_c,
     });
     (y, saved)
 }
@@ -238,6 +265,8 @@ struct Backward<'a> {
     dh_out: Vec<&'a mut [f32]>,
     dh0: &'a mut [f32],
     dc0: &'a mut [f32],
+    zone_h: Vec<&'a [f32]>,
+    zone_c: Vec<&'a [f32]>,
 }
 
 fn backward_part(hidden: usize, output: usize, w_hh: &[f32], w_hr: &[f32], mut b: Backward) {
@@ -247,11 +276,28 @@ fn backward_part(hidden: usize, output: usize, w_hh: &[f32], w_hr: &[f32], mut b
     let mut dh = b.dy[steps].to_vec();
     let mut dc = b.dc_n.to_vec();
     let mut dh_full = vec![0.0; dc.len()];
+    let (zoned_h, zoned_c) = (!b.zone_h.is_empty(), !b.zone_c.is_empty());
+    let mut carry_h = vec![0.0; if zoned_h { dh.len() } else { 0 }];
+    let mut carry_c = vec![0.0; if zoned_c { dc.len() } else { 0 }];
     for t in (0..steps).rev() {
         let rows = b.active[t];
         b.dg[t][rows * g..].fill(0.0);
         for (total, dy) in dh[..rows * p].iter_mut().zip(b.dy[t]) {
             *total += dy;
+        }
+        if zoned_h {
+            zoneout::split(
+                &mut dh[..rows * p],
+                &mut carry_h[..rows * p],
+                &b.zone_h[t][..rows * p],
+            );
+        }
+        if zoned_c {
+            zoneout::split(
+                &mut dc[..rows * n],
+                &mut carry_c[..rows * n],
+                &b.zone_c[t][..rows * n],
+            );
         }
         let dhf = &mut dh_full[..rows * n];
         if projected {
@@ -270,6 +316,12 @@ fn backward_part(hidden: usize, output: usize, w_hh: &[f32], w_hr: &[f32], mut b
             View::row_major(w_hh, g, p),
             false,
         );
+        if zoned_h {
+            add(&mut dh[..rows * p], &carry_h[..rows * p]);
+        }
+        if zoned_c {
+            add(&mut dc[..rows * n], &carry_c[..rows * n]);
+        }
     }
     b.dh0.copy_from_slice(&dh);
     b.dc0.copy_from_slice(&dc);
@@ -293,6 +345,8 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
         let mut dho = split_mut(&mut dh_out, batch, p, cuts);
         let mut dh0 = split_mut(&mut h0, batch, p, cuts);
         let mut dc0 = split_mut(&mut c0, batch, n, cuts);
+        let mut zh = split(&saved.zone_h, batch, p, cuts);
+        let mut zc = split(&saved.zone_c, batch, n, cuts);
         let parts = active(&saved.active, cuts)
             .into_iter()
             .enumerate()
@@ -306,6 +360,8 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
                 dh_out: take(&mut dho, k),
                 dh0: one_mut(&mut take(&mut dh0, k)),
                 dc0: one_mut(&mut take(&mut dc0, k)),
+                zone_h: take(&mut zh, k),
+                zone_c: take(&mut zc, k),
             })
             .collect();
         run(parts, |part| {

@@ -1,11 +1,14 @@
 //! The Elman RNN recurrence, `h_t = act(xp_t + h_{t-1} W_hhᵀ)` with `act` = `tanh` or ReLU,
 //! and its backward pass: `d(pre) = (dy_t + dh_{t+1}) ⊙ act'`, `dh_{t-1} = d(pre) W_hh`, where
-//! `act'` is `1 − h_t²` for `tanh` and `[h_t > 0]` for ReLU.
+//! `act'` is `1 − h_t²` for `tanh` and `[h_t > 0]` for ReLU. With zoneout (module `zoneout`)
+//! that `h_t` is the new value `h̃_t`, mixed with `h_{t-1}` by the step's mask; the backward pass
+//! splits `dh` first.
 
 use crate::math::tanh;
 use crate::matmul::{matmul, transposed, View};
 use crate::rows::{active, one, one_mut, run, split, split_mut, take};
 use crate::simd::multiversion;
+use crate::zoneout::{self, add, zone};
 use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Saved};
 
 multiversion! {
@@ -49,14 +52,21 @@ struct Forward<'a> {
     h0: &'a [f32],
     /// `h_{t-1}` per step (an empty list when not saving).
     h_prev: Vec<&'a mut [f32]>,
+    /// Zoneout masks per step (an empty list: none).
+    zone_h: Vec<&'a [f32]>,
 }
 
 fn forward_part(n: usize, relu: bool, w_t: &[f32], mut p: Forward) {
     let save = !p.h_prev.is_empty();
     let mut h = p.h0.to_vec();
+    let zoned = !p.zone_h.is_empty();
+    let mut prev = vec![0.0; if zoned { h.len() } else { 0 }];
     for (t, &rows) in p.active.iter().enumerate() {
         if save {
             p.h_prev[t].copy_from_slice(&h);
+        }
+        if zoned {
+            prev[..rows * n].copy_from_slice(&h[..rows * n]);
         }
         let pre = &mut p.xp[t][..rows * n];
         matmul(
@@ -66,6 +76,11 @@ fn forward_part(n: usize, relu: bool, w_t: &[f32], mut p: Forward) {
             true,
         );
         cell(relu, pre, &mut h[..rows * n], &mut p.out[t][..rows * n]);
+        if zoned {
+            let out = &mut p.out[t][..rows * n];
+            zone(out, &prev[..rows * n], &p.zone_h[t][..rows * n]);
+            h[..rows * n].copy_from_slice(out);
+        }
     }
     one_mut(&mut p.out).copy_from_slice(&h);
 }
@@ -88,6 +103,7 @@ pub(crate) fn forward<X: Buffer>(
         let mut out = split_mut(&mut y, batch, n, cuts);
         let mut h0 = split(&inputs.h0, batch, n, cuts);
         let mut hp = split_mut(&mut h_prev, batch, n, cuts);
+        let mut zh = split(&inputs.zone_h, batch, n, cuts);
         let parts = active(&inputs.active, cuts)
             .into_iter()
             .enumerate()
@@ -97,6 +113,7 @@ pub(crate) fn forward<X: Buffer>(
                 out: take(&mut out, k),
                 h0: one(&mut take(&mut h0, k)),
                 h_prev: take(&mut hp, k),
+                zone_h: take(&mut zh, k),
             })
             .collect();
         run(parts, |part| forward_part(n, relu, &w_t, part));
@@ -112,6 +129,8 @@ pub(crate) fn forward<X: Buffer>(
         tanh_c: Vec::new(),
         h_full: Vec::new(),
         w_hr: Vec::new(),
+        zone_h: inputs.zone_h,
+        zone_c: Vec::new(),
     });
     (y, saved)
 }
@@ -124,22 +143,42 @@ struct Backward<'a> {
     /// `T + 1` blocks: `dL/d(outputs)`, then `dL/dh_n`.
     dy: Vec<&'a [f32]>,
     dh0: &'a mut [f32],
+    zone_h: Vec<&'a [f32]>,
 }
 
 fn backward_part(n: usize, relu: bool, w_hh: &[f32], mut b: Backward) {
     let steps = b.active.len();
     let mut dh = b.dy[steps].to_vec();
+    // Zoned: `dh` holds the whole gradient of `h_t` (`dy_t` added here), and the cell gets no
+    // `dy` of its own.
+    let zoned = !b.zone_h.is_empty();
+    let len = if zoned { dh.len() } else { 0 };
+    let (mut carry, zeros) = (vec![0.0; len], vec![0.0; len]);
     for t in (0..steps).rev() {
         let rows = b.active[t];
         b.dg[t][rows * n..].fill(0.0);
+        let dy = if zoned {
+            add(&mut dh[..rows * n], &b.dy[t][..rows * n]);
+            zoneout::split(
+                &mut dh[..rows * n],
+                &mut carry[..rows * n],
+                &b.zone_h[t][..rows * n],
+            );
+            &zeros[..rows * n]
+        } else {
+            &b.dy[t][..rows * n]
+        };
         let step = &mut b.dg[t][..rows * n];
-        cell_backward(relu, step, &b.dy[t][..rows * n], &dh[..rows * n]);
+        cell_backward(relu, step, dy, &dh[..rows * n]);
         matmul(
             &mut dh[..rows * n],
             View::row_major(step, rows, n),
             View::row_major(w_hh, n, n),
             false,
         );
+        if zoned {
+            add(&mut dh[..rows * n], &carry[..rows * n]);
+        }
     }
     b.dh0.copy_from_slice(&dh);
 }
@@ -158,6 +197,7 @@ pub(crate) fn backward<X: Buffer>(
         let mut dg = split_mut(dg_buf.as_mut(), batch, n, cuts);
         let mut dyp = split(dy, batch, n, cuts);
         let mut dh0 = split_mut(&mut h0, batch, n, cuts);
+        let mut zh = split(&saved.zone_h, batch, n, cuts);
         let parts = active(&saved.active, cuts)
             .into_iter()
             .enumerate()
@@ -166,6 +206,7 @@ pub(crate) fn backward<X: Buffer>(
                 dg: take(&mut dg, k),
                 dy: take(&mut dyp, k),
                 dh0: one_mut(&mut take(&mut dh0, k)),
+                zone_h: take(&mut zh, k),
             })
             .collect();
         run(parts, |part| backward_part(n, relu, &saved.w_hh, part));

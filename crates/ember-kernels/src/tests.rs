@@ -30,6 +30,8 @@ struct Problem {
     dims: Dims,
     active: Vec<usize>,
     args: [Vec<f64>; 6],
+    /// Zoneout masks of `h` and `c` (empty: none).
+    zone: [Vec<f64>; 2],
 }
 
 impl Problem {
@@ -63,7 +65,35 @@ impl Problem {
             dims,
             active,
             args,
+            zone: [Vec::new(), Vec::new()],
         }
+    }
+
+    /// With zoneout masks of 1 (keep), 0 (take the new value) and, as in inference, 0.3,
+    /// for `h` and (LSTM) `c`.
+    fn zoned(mut self, seed: u64) -> Self {
+        let mut rng = Lcg(seed);
+        let mut masks = |n: usize| -> Vec<f64> {
+            rng.values(n, 1.0)
+                .into_iter()
+                .map(|v| match v {
+                    v if v < -0.3 => 1.0,
+                    v if v > 0.3 => 0.0,
+                    _ => 0.3,
+                })
+                .collect()
+        };
+        let d = self.dims;
+        let rows = d.steps * d.batch;
+        self.zone = [
+            masks(rows * d.output),
+            if self.cell == Cell::Lstm {
+                masks(rows * d.hidden)
+            } else {
+                Vec::new()
+            },
+        ];
+        self
     }
 
     fn rows(&self, t: usize) -> usize {
@@ -80,6 +110,7 @@ impl Problem {
         } = self.dims;
         let g = self.cell.gates() * n;
         let [xp, w, b, h0, c0, w_hr] = a;
+        let [zh, zc] = &self.zone;
         let (mut h, mut c) = (h0.clone(), c0.clone());
         let mut y = vec![0.0; self.dims.y_len(self.cell)];
         for t in 0..steps {
@@ -94,8 +125,10 @@ impl Problem {
                             let gate = |q: usize| x[q * n + j] + rec(q * n + j);
                             let (i, f) = (sig(gate(0)), sig(gate(1)));
                             let (gg, o) = (gate(2).tanh(), sig(gate(3)));
-                            c[r * n + j] = f * c[r * n + j] + i * gg;
-                            o * c[r * n + j].tanh()
+                            let c_new = f * c[r * n + j] + i * gg;
+                            let m = zc.get((t * batch + r) * n + j).copied().unwrap_or(0.0);
+                            c[r * n + j] = m * c[r * n + j] + (1.0 - m) * c_new;
+                            o * c_new.tanh()
                         }
                         Cell::Gru => {
                             let hp = |q: usize| rec(q * n + j) + b[q * n + j];
@@ -118,6 +151,12 @@ impl Problem {
                     new = (0..p)
                         .map(|k| (0..n).map(|j| w_hr[k * n + j] * new[j]).sum())
                         .collect();
+                }
+                if !zh.is_empty() {
+                    for (k, v) in new.iter_mut().enumerate() {
+                        let m = zh[(t * batch + r) * p + k];
+                        *v = m * hr[k] + (1.0 - m) * *v;
+                    }
                 }
                 y[(t * batch + r) * p..][..p].copy_from_slice(&new);
                 h[r * p..(r + 1) * p].copy_from_slice(&new);
@@ -143,6 +182,8 @@ impl Problem {
             c0: f(&self.args[4]),
             w_hr: f(&self.args[5]),
             active: self.active.clone(),
+            zone_h: f(&self.zone[0]),
+            zone_c: f(&self.zone[1]),
         };
         forward(inputs, save).expect("valid inputs")
     }
@@ -160,7 +201,13 @@ fn check_sized(cell: Cell, output: usize, active: Vec<usize>, seed: u64) {
         hidden: 4,
         output,
     };
-    let p = Problem::new(cell, dims, active, seed);
+    check_problem(Problem::new(cell, dims, active, seed), seed);
+}
+
+/// Checks `p`'s outputs against [`Problem::reference`] and its gradients against finite
+/// differences.
+fn check_problem(p: Problem, seed: u64) {
+    let cell = p.cell;
     let expect = p.reference(&p.args);
     let (y, saved) = p.kernel(true);
     assert_eq!(y.len(), expect.len());
@@ -233,6 +280,42 @@ fn projected_lstm_matches_the_equations_and_finite_differences() {
     check_sized(Cell::Lstm, 1, vec![3, 2, 2, 1, 1], 41);
 }
 
+/// Zoneout (masks of 0, 1 and an inference-like rate), full and packed, forward and time-flipped,
+/// with a hidden size over one 16-lane block and a projected LSTM.
+#[test]
+fn zoneout_matches_the_equations_and_finite_differences() {
+    for (s, cell) in CELLS.into_iter().enumerate() {
+        for (k, active) in [Vec::new(), vec![3, 3, 2, 1, 1], vec![1, 1, 2, 3, 3]]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 50 + 10 * s as u64 + k as u64;
+            let dims = Dims {
+                steps: 5,
+                batch: 3,
+                hidden: 4,
+                output: 4,
+            };
+            check_problem(Problem::new(cell, dims, active, seed).zoned(seed + 3), seed);
+        }
+        let wide = Dims {
+            steps: 3,
+            batch: 2,
+            hidden: 17,
+            output: 17,
+        };
+        check_problem(Problem::new(cell, wide, Vec::new(), 90).zoned(91), 90);
+    }
+    let projected = Dims {
+        steps: 5,
+        batch: 3,
+        hidden: 4,
+        output: 2,
+    };
+    let p = Problem::new(Cell::Lstm, projected, vec![3, 2, 2, 1, 1], 95).zoned(96);
+    check_problem(p, 95);
+}
+
 #[test]
 fn inference_gives_the_same_outputs() {
     for cell in CELLS {
@@ -277,15 +360,25 @@ fn wrong_sizes_are_refused() {
         h0: vec![0.0; 5],
         c0: Vec::new(),
         active: Vec::new(),
+        zone_h: Vec::new(),
+        zone_c: Vec::new(),
     };
     let err = forward(inputs.clone(), false).unwrap_err();
     assert_eq!(err.0, "h0 has 5 values, expected 6");
     inputs.h0 = vec![0.0; 6];
     inputs.active = vec![3, 1];
-    assert!(forward(inputs, false)
+    assert!(forward(inputs.clone(), false)
         .unwrap_err()
         .0
         .contains("3 active rows"));
+    inputs.active = Vec::new();
+    inputs.zone_h = vec![0.0; 5];
+    let err = forward(inputs.clone(), false).unwrap_err();
+    assert_eq!(err.0, "zone_h has 5 values, expected 12");
+    inputs.zone_h = Vec::new();
+    inputs.zone_c = vec![0.0; 12];
+    let err = forward(inputs, false).unwrap_err();
+    assert!(err.0.contains("only an LSTM"), "{err}");
 }
 
 /// A batch cut into parts (each on its own thread) gives what one part gives: outputs and
@@ -306,7 +399,7 @@ fn a_batch_in_parts_matches_one_part() {
         (Cell::Rnn { relu: true }, 4),
     ];
     for (seed, (cell, output)) in cells.into_iter().enumerate() {
-        for active in &lengths {
+        for (k, active) in lengths.iter().enumerate() {
             let dims = Dims {
                 steps: 6,
                 batch: 20,
@@ -314,6 +407,8 @@ fn a_batch_in_parts_matches_one_part() {
                 output,
             };
             let p = Problem::new(cell, dims, active.clone(), seed as u64 + 7);
+            // Zoneout on the second and third packings.
+            let p = if k > 0 { p.zoned(seed as u64 + 17) } else { p };
             let inputs = || {
                 let f = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
                 Inputs {
@@ -326,6 +421,8 @@ fn a_batch_in_parts_matches_one_part() {
                     c0: f(&p.args[4]),
                     w_hr: f(&p.args[5]),
                     active: active.clone(),
+                    zone_h: f(&p.zone[0]),
+                    zone_c: f(&p.zone[1]),
                 }
             };
             let one = [0, 20];

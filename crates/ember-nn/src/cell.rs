@@ -50,6 +50,66 @@ impl<B: Backend> CellState<B> {
     }
 }
 
+/// The zoneout masks of one direction's steps (Krueger et al., 2016): how much of its previous
+/// value each unit of the state keeps at each step,
+///
+/// ```text
+/// h_t = m_t ⊙ h_{t−1} + (1 − m_t) ⊙ h̃_t     (c_t likewise, with its own masks)
+/// ```
+///
+/// where `h̃_t` is the cell's step. In training `m` holds Bernoulli(`p`) draws (1: keep the
+/// previous value), in inference `p` itself. Indexed by real time step `t` (a reverse direction
+/// reads them backwards), `[T, batch, width]`.
+#[derive(Debug, Clone)]
+pub struct ZoneMasks<B: Backend> {
+    /// `h`'s masks, `[T, batch, H_out]`; `None`: no zoneout of `h`.
+    pub h: Option<Tensor<B, 3>>,
+    /// An LSTM's `c`'s masks, `[T, batch, H]`; `None`: no zoneout of `c`.
+    pub c: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> ZoneMasks<B> {
+    /// No zoneout.
+    pub fn none() -> Self {
+        Self { h: None, c: None }
+    }
+
+    /// Whether there is no mask.
+    pub fn is_none(&self) -> bool {
+        self.h.is_none() && self.c.is_none()
+    }
+
+    /// The masks with time reversed.
+    pub(crate) fn flipped(&self) -> Self {
+        Self {
+            h: self.h.clone().map(|m| m.flip([0])),
+            c: self.c.clone().map(|m| m.flip([0])),
+        }
+    }
+
+    /// `new` zoned with step `t`'s masks on its first rows (as many as `new` has), from `prev`.
+    pub(crate) fn apply(&self, t: usize, prev: &CellState<B>, new: CellState<B>) -> CellState<B> {
+        let mix = |mask: &Tensor<B, 3>, prev: Tensor<B, 2>, new: Tensor<B, 2>| {
+            let rows = new.dims()[0];
+            let m = mask
+                .clone()
+                .slice(s![t..t + 1, 0..rows])
+                .squeeze_dim::<2>(0);
+            new.clone() + m * (prev - new)
+        };
+        CellState {
+            h: match &self.h {
+                Some(m) => mix(m, prev.h.clone(), new.h),
+                None => new.h,
+            },
+            c: match (&self.c, &prev.c, new.c) {
+                (Some(m), Some(old), Some(c)) => Some(mix(m, old.clone(), c)),
+                (_, _, c) => c,
+            },
+        }
+    }
+}
+
 /// The sizes one cell is built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CellSpec {
@@ -85,7 +145,8 @@ pub trait RecurrentCell<B: Backend>: Module<B> {
     /// Every step at once, from the projected input `[T, batch, gates·H]`, as one operation
     /// with its own backward pass, when this cell and backend have one: the outputs
     /// `[T, batch, H_out]` and the final state. `active` gives the rows running at each step
-    /// of a packed batch (empty: all rows, every step). Without one (the default) the
+    /// of a packed batch (empty: all rows, every step), `zone` the zoneout masks, in the order
+    /// the steps run. Without one (the default) the
     /// projected input comes back as the error, untouched, and [`Self::step`] runs per step.
     /// (Taken by value so that the operation may own it: a Flex buffer nothing else holds is
     /// overwritten in place instead of copied.)
@@ -94,6 +155,7 @@ pub trait RecurrentCell<B: Backend>: Module<B> {
         projected: Tensor<B, 3>,
         _state: &CellState<B>,
         _active: &[usize],
+        _zone: &ZoneMasks<B>,
     ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
         Err(projected)
     }

@@ -52,6 +52,10 @@ pub struct CharLmConfig {
     /// Weight-drop on every layer's `W_hh`, in training only (see
     /// [`crate::dropout::matrix_mask`]).
     pub weight_drop: Option<f64>,
+    /// Zoneout of every layer's `h` (see [`crate::ZoneMasks`]); an option like the keys above.
+    pub zoneout: Option<f64>,
+    /// LSTM only: zoneout of every layer's cell state `c`.
+    pub zoneout_cell: Option<f64>,
 }
 
 impl CharLmConfig {
@@ -80,6 +84,8 @@ impl CharLmConfig {
             .with_dropout(self.dropout)
             .with_variational(variational)
             .with_weight_drop(self.weight_drop.unwrap_or(0.0))
+            .with_zoneout(self.zoneout.unwrap_or(0.0))
+            .with_zoneout_cell(self.zoneout_cell.unwrap_or(0.0))
             .with_batch_first(true)
             .init_any(self.kind, device)?;
         Ok(CharLm {
@@ -211,7 +217,7 @@ impl<B: Backend> CharLm<B> {
         state: Option<RecurrentState<B>>,
         masks: DropMasks<B>,
     ) -> Result<(Tensor<B, 3>, RecurrentState<B>), NnError> {
-        let batch = tokens.dims()[0];
+        let [batch, steps] = tokens.dims();
         let [vocab, embed] = self.embedding.weight.dims();
         let width = self.body.output_size();
         let fits = |what: &'static str, expected: Vec<usize>, found: Option<Vec<usize>>| match found
@@ -239,7 +245,7 @@ impl<B: Backend> CharLm<B> {
             masks.output.as_ref().map(|m| m.dims().to_vec()),
         )?;
         if let Some(stack) = &masks.stack {
-            self.body.check_masks(stack, batch)?;
+            self.body.check_masks(stack, steps, batch)?;
         }
         Ok(self.forward_masked(tokens, lengths, state, masks))
     }
@@ -356,7 +362,12 @@ mod tests {
         let masks = |between: Vec<Tensor<Flex, 3>>, recurrent: Vec<Tensor<Flex, 2>>| DropMasks {
             embed: None,
             input: None,
-            stack: Some(StackMasks { between, recurrent }),
+            stack: Some(StackMasks {
+                between,
+                recurrent,
+                zone_h: Vec::new(),
+                zone_c: Vec::new(),
+            }),
             output: None,
         };
         let fitting = masks(vec![ones([1, 3, 6])], vec![]);

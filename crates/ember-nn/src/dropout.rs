@@ -107,6 +107,32 @@ pub fn matrix_mask<B: Backend>(
     })
 }
 
+/// The zoneout masks `[T, batch, width]` of rate `prob` (see [`crate::ZoneMasks`]): in training
+/// 1 where a unit keeps its previous value (probability `prob`), else 0, drawn as the dropped
+/// elements of [`dropout`] of ones (the same generator and seed); in inference `prob`
+/// everywhere, the expectation. `None` when `prob` is 0.
+///
+/// ```text
+/// training:   m[t, b, j] ~ Bernoulli(p)       inference:   m[t, b, j] = p
+/// ```
+pub fn zone_mask<B: Backend>(
+    prob: f64,
+    dims: [usize; 3],
+    device: &B::Device,
+) -> Option<Tensor<B, 3>> {
+    if prob == 0.0 {
+        return None;
+    }
+    Some(if B::ad_enabled(device) {
+        let layer = Dropout { prob };
+        dropout(&layer, Tensor::ones(dims, device))
+            .equal_elem(0.0)
+            .float()
+    } else {
+        Tensor::full(dims, prob, device)
+    })
+}
+
 /// The CubeCL kernel's dropout node where `B` is `Autodiff` of a GPU backend; else `x` back.
 fn on_gpu<B: Backend>(x: Tensor<B, 1>, prob: f64) -> Result<Tensor<B, 1>, Tensor<B, 1>> {
     #[cfg(feature = "cube")]
@@ -354,6 +380,25 @@ mod tests {
             values(locked_dropout(&DropoutConfig::new(0.5).init(), x.clone())),
             values(x)
         );
+    }
+
+    /// Zoneout masks: 0/1 in training, 1 (keep) at the rate `p`; `p` everywhere in inference;
+    /// none at `p = 0`.
+    #[test]
+    fn zoneout_masks_keep_at_their_rate_in_training_and_are_the_rate_in_inference() {
+        type A = Autodiff<Flex>;
+        let device = FlexDevice;
+        A::seed(&device, 9);
+        let dims = [10, 20, 20];
+        let mask = values(zone_mask::<A>(0.3, dims, &device).expect("training draws masks"));
+        assert_eq!(mask.len(), 4000);
+        assert!(mask.iter().all(|&m| m == 0.0 || m == 1.0), "0/1 masks");
+        // 4000 draws at p = 0.3: the standard deviation of the rate is 0.0072.
+        let rate = mask.iter().filter(|&&m| m == 1.0).count() as f64 / 4000.0;
+        assert!((rate - 0.3).abs() < 0.036, "keep rate {rate}");
+        let eval = values(zone_mask::<Flex>(0.3, dims, &device).expect("inference's expectation"));
+        assert!(eval.iter().all(|&m| m == 0.3f32), "inference: p everywhere");
+        assert!(zone_mask::<A>(0.0, dims, &device).is_none());
     }
 
     #[test]

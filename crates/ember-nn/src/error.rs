@@ -48,4 +48,15 @@ pub enum NnError {
     /// Dropout must be a probability.
     #[error("model.dropout must be in [0, 1) (got {0})")]
     BadDropout(f64),
+    /// A rate that must be a probability is not.
+    #[error("model.{key} must be in [0, 1) (got {value})")]
+    BadRate {
+        /// The configuration key, e.g. `zoneout`.
+        key: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// Zoneout of the cell state needs a cell that has one.
+    #[error("model.zoneout_cell applies to LSTM layers only (GRU and RNN have no cell state); set it to 0 and use model.zoneout")]
+    ZoneoutCellUnsupported,
 }

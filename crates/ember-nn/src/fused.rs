@@ -32,7 +32,7 @@ use burn::tensor::{DType, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use ember_kernels::{Cell, Dims, Inputs, Saved};
 
-use crate::cell::CellState;
+use crate::cell::{CellState, ZoneMasks};
 
 /// Inference on sequences shorter than this (sampling feeds one step at a time) runs the
 /// per-step loop: copying `W_hh` to and from the kernel's buffers costs more than the steps.
@@ -184,6 +184,10 @@ struct Recurrence<B: Backend> {
     w_hr: Option<Tensor<B, 2>>,
     /// Active rows per step (empty: all).
     active: Vec<usize>,
+    /// Zoneout masks of `h` `[T, batch, H_out]` and of an LSTM's `c` `[T, batch, H]`, in step
+    /// order; constants of the graph.
+    zone_h: Option<Tensor<B, 3>>,
+    zone_c: Option<Tensor<B, 3>>,
 }
 
 impl<B: Backend> Recurrence<B> {
@@ -211,6 +215,8 @@ impl<B: Backend> Recurrence<B> {
             aux: self.aux.map(same),
             w_hr: self.w_hr.map(same),
             active: self.active,
+            zone_h: self.zone_h.map(same),
+            zone_c: self.zone_c.map(same),
         })
     }
 }
@@ -242,6 +248,8 @@ fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 1>, Option<No
         h0: host(r.h0),
         c0,
         active: r.active,
+        zone_h: r.zone_h.map(host).unwrap_or_default(),
+        zone_c: r.zone_c.map(host).unwrap_or_default(),
     };
     let (y, saved) =
         ember_kernels::forward(inputs, save).expect("the layer passes matching shapes");
@@ -317,6 +325,8 @@ fn on_autodiff<B: Backend, C: CheckpointStrategy>(
         aux: has_aux.then(|| tensor(aux.primitive)),
         w_hr: has_w_hr.then(|| tensor(w_hr.primitive)),
         active: r.active,
+        zone_h: r.zone_h.map(|m| m.inner()),
+        zone_c: r.zone_c.map(|m| m.inner()),
     };
     let y = match FusedRecurrence
         .prepare::<C>(nodes)
@@ -367,9 +377,13 @@ fn plain_as<B: Backend, I: Backend>(r: Recurrence<B>) -> Result<Tensor<B, 1>, Re
     Ok(cast(forward::<I>(r, false).0).expect("B is I"))
 }
 
-/// The recurrence as one persistent CubeCL kernel (wgpu or CUDA; LSTM without `proj_size`).
+/// The recurrence as one persistent CubeCL kernel (wgpu or CUDA; LSTM without `proj_size` or
+/// zoneout).
 #[cfg(feature = "cube")]
 fn gpu<B: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
+    if r.zone_h.is_some() || r.zone_c.is_some() {
+        return None;
+    }
     match (r.cell, &r.aux, &r.w_hr) {
         (Cell::Lstm, Some(c0), None) => {
             crate::cube::lstm_sequence(&r.xp, &r.w_hh, &r.h0, c0, &r.active)
@@ -384,20 +398,29 @@ fn gpu<B: Backend>(_: &Recurrence<B>) -> Option<Tensor<B, 1>> {
     None
 }
 
+/// A cell's weights as the fused recurrence takes them.
+pub(crate) struct RecurrentWeights<B: Backend> {
+    /// `W_hh [G·H, H_out]`.
+    pub w_hh: Tensor<B, 2>,
+    /// LSTM with `proj_size`: `W_hr [H_out, H]`.
+    pub w_hr: Option<Tensor<B, 2>>,
+    /// GRU with biases: `b_hh [3H]`.
+    pub b_hh: Option<Tensor<B, 1>>,
+}
+
 /// The outputs `[T, batch, H_out]` and final state of `cell`'s recurrence over the projected
-/// input `xp [T, batch, G·H]` from `state`, with `W_hh [G·H, H_out]`, (GRU) `b_hh` and (LSTM
-/// with `proj_size`) `W_hr`; `active` gives the rows running at each step of a packed batch
-/// (empty: all). When the backend has no fused path (or it is turned off, or `T` is 0), `xp`
-/// comes back as the error.
+/// input `xp [T, batch, G·H]` from `state`, with `weights`; `active` gives the rows running at
+/// each step of a packed batch (empty: all), `zone` the zoneout masks in step order. When the
+/// backend has no fused path (or it is turned off, or `T` is 0), `xp` comes back as the error.
 pub(crate) fn recurrence<B: Backend>(
     cell: Cell,
     xp: Tensor<B, 3>,
-    w_hh: Tensor<B, 2>,
-    w_hr: Option<Tensor<B, 2>>,
-    b_hh: Option<Tensor<B, 1>>,
+    weights: RecurrentWeights<B>,
     state: &CellState<B>,
     active: &[usize],
+    zone: &ZoneMasks<B>,
 ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
+    let RecurrentWeights { w_hh, w_hr, b_hh } = weights;
     if !enabled() || xp.dims()[0] == 0 {
         return Err(xp);
     }
@@ -415,6 +438,8 @@ pub(crate) fn recurrence<B: Backend>(
         aux,
         w_hr,
         active: active.to_vec(),
+        zone_h: zone.h.clone(),
+        zone_c: zone.c.clone().filter(|_| cell == Cell::Lstm),
     };
     let d = r.dims();
     let y = match gpu(&r) {
@@ -465,6 +490,7 @@ mod tests {
         inputs: &[Tensor<B::InnerBackend, 3>; 2],
         state: &[Tensor<B::InnerBackend, 2>; 4],
         packing: Option<&Packing>,
+        zone: &ZoneMasks<B>,
         fused: bool,
     ) -> Results {
         let x = Tensor::<B, 3>::from_inner(inputs[0].clone()).require_grad();
@@ -480,10 +506,10 @@ mod tests {
             let steps = projected.dims()[0];
             let active: Vec<usize> =
                 packing.map_or_else(Vec::new, |p| (0..steps).map(|t| p.active_at(t)).collect());
-            cell.fused_recurrence(projected, &start, &active)
+            cell.fused_recurrence(projected, &start, &active, zone)
                 .expect("the fused path runs on this backend")
         } else {
-            run_steps(cell, projected, start, packing, false)
+            run_steps(cell, projected, start, packing, false, zone)
         };
         // Weighted sums, so every output and final-state element gets its own gradient.
         let mut loss = (out.clone() * Tensor::from_inner(inputs[1].clone())).sum()
@@ -529,11 +555,13 @@ mod tests {
         }
     }
 
-    /// `output`: the width of `h` (below `hidden`: a projected LSTM).
+    /// `output`: the width of `h` (below `hidden`: a projected LSTM). With `zoneout`, also
+    /// with zoneout masks.
     fn matches_the_step_loop<B: AutodiffBackend, C: RecurrentCell<B>>(
         what: &str,
         options: CellOptions,
         [hidden, output]: [usize; 2],
+        zoneout: bool,
         device: &B::Device,
     ) {
         B::seed(device, 3);
@@ -552,15 +580,33 @@ mod tests {
         ];
         let width = [output, hidden, output, hidden];
         let state = width.map(|w| Tensor::random([batch, w], n, device));
-        let full = [
-            run(&cell, &inputs, &state, None, true),
-            run(&cell, &inputs, &state, None, false),
-        ];
-        compare(what, &full[0], &full[1]);
-        // A packed batch, sorted longest first, with a sequence of one step.
-        let packing = Packing::new(&[7, 4, 1], steps);
-        let packed = [true, false].map(|f| run(&cell, &inputs, &state, Some(&packing), f));
-        compare(&format!("{what} packed"), &packed[0], &packed[1]);
+        // Zoneout masks of 0 (take the new value), 1 (keep the old) and 0.3 (inference).
+        let zone_mask = |width: usize| {
+            let u = Tensor::<B, 3>::random([steps, batch, width], Distribution::Default, device);
+            let keep = u.clone().lower_elem(0.35).float();
+            let rate = u.greater_elem(0.7).float().mul_scalar(0.3);
+            keep + rate
+        };
+        let zoned = ZoneMasks {
+            h: Some(zone_mask(output)),
+            c: C::HAS_CELL_STATE.then(|| zone_mask(hidden)),
+        };
+        let mut variants = vec![("", ZoneMasks::none())];
+        if zoneout {
+            variants.push((" zoneout", zoned));
+        }
+        for (how, zone) in variants {
+            let full = [
+                run(&cell, &inputs, &state, None, &zone, true),
+                run(&cell, &inputs, &state, None, &zone, false),
+            ];
+            compare(&format!("{what}{how}"), &full[0], &full[1]);
+            // A packed batch, sorted longest first, with a sequence of one step.
+            let packing = Packing::new(&[7, 4, 1], steps);
+            let packed =
+                [true, false].map(|f| run(&cell, &inputs, &state, Some(&packing), &zone, f));
+            compare(&format!("{what}{how} packed"), &packed[0], &packed[1]);
+        }
     }
 
     fn every_cell<B: AutodiffBackend>(device: &B::Device) {
@@ -568,11 +614,11 @@ mod tests {
             nonlinearity: Nonlinearity::Relu,
         };
         let plain = CellOptions::default();
-        matches_the_step_loop::<B, LstmCell<B>>("lstm", plain, [4, 4], device);
-        matches_the_step_loop::<B, LstmCell<B>>("lstm proj_size 2", plain, [4, 2], device);
-        matches_the_step_loop::<B, GruCell<B>>("gru", plain, [4, 4], device);
-        matches_the_step_loop::<B, RnnCell<B>>("rnn tanh", plain, [4, 4], device);
-        matches_the_step_loop::<B, RnnCell<B>>("rnn relu", relu, [4, 4], device);
+        matches_the_step_loop::<B, LstmCell<B>>("lstm", plain, [4, 4], true, device);
+        matches_the_step_loop::<B, LstmCell<B>>("lstm proj_size 2", plain, [4, 2], true, device);
+        matches_the_step_loop::<B, GruCell<B>>("gru", plain, [4, 4], true, device);
+        matches_the_step_loop::<B, RnnCell<B>>("rnn tanh", plain, [4, 4], true, device);
+        matches_the_step_loop::<B, RnnCell<B>>("rnn relu", relu, [4, 4], true, device);
     }
 
     #[test]
@@ -599,6 +645,7 @@ mod tests {
                     &what,
                     CellOptions::default(),
                     [hidden; 2],
+                    false,
                     &device,
                 )
             });

@@ -7,7 +7,7 @@ use ember_kernels::Cell;
 
 use crate::cell::{
     load_gate_params, project, recur, recurrent_weight_methods, split_gates, CellOptions, CellSpec,
-    CellState, GateWeights, RecurrentCell,
+    CellState, GateWeights, RecurrentCell, ZoneMasks,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
@@ -71,9 +71,14 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
         projected: Tensor<B, 3>,
         state: &CellState<B>,
         active: &[usize],
+        zone: &ZoneMasks<B>,
     ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
-        let (w_hh, b_hh) = (self.weight_hh.val(), self.bias_hh.as_ref().map(|b| b.val()));
-        crate::fused::recurrence(Cell::Gru, projected, w_hh, None, b_hh, state, active)
+        let weights = crate::fused::RecurrentWeights {
+            w_hh: self.weight_hh.val(),
+            w_hr: None,
+            b_hh: self.bias_hh.as_ref().map(|b| b.val()),
+        };
+        crate::fused::recurrence(Cell::Gru, projected, weights, state, active, zone)
     }
 
     fn load_torch(

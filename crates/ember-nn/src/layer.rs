@@ -98,6 +98,11 @@ impl<B: Backend> AnyRecurrent<B> {
         each!(self, l => l.directions())
     }
 
+    /// See [`crate::Recurrent::zoneout`].
+    pub fn zoneout(&self) -> [f64; 2] {
+        each!(self, l => l.zoneout())
+    }
+
     /// A zero state for `batch` sequences.
     pub fn zero_state(&self, batch: usize, device: &B::Device) -> RecurrentState<B> {
         each!(self, l => l.zero_state(batch, device))
@@ -146,8 +151,13 @@ impl<B: Backend> AnyRecurrent<B> {
     }
 
     /// See [`crate::Recurrent::check_masks`].
-    pub fn check_masks(&self, masks: &StackMasks<B>, batch: usize) -> Result<(), NnError> {
-        each!(self, l => l.check_masks(masks, batch))
+    pub fn check_masks(
+        &self,
+        masks: &StackMasks<B>,
+        steps: usize,
+        batch: usize,
+    ) -> Result<(), NnError> {
+        each!(self, l => l.check_masks(masks, steps, batch))
     }
 
     /// [`Self::forward_with_masks`] for masks known to fit.

@@ -47,7 +47,7 @@ pub mod scratch;
 pub mod torch;
 
 pub use adam::{FusedAdam, FusedAdamW};
-pub use cell::{CellState, RecurrentCell};
+pub use cell::{CellState, RecurrentCell, ZoneMasks};
 pub use char_lm::{CharLm, CharLmConfig, DropMasks};
 pub use classifier::{Pooling, SequenceClassifier, SequenceClassifierConfig};
 pub use clip::ClipGlobalNorm;

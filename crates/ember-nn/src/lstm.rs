@@ -7,7 +7,7 @@ use ember_kernels::Cell;
 
 use crate::cell::{
     load_gate_params, project, recur, recurrent_weight_methods, split_gates, times_transposed,
-    uniform, CellOptions, CellSpec, CellState, GateWeights, RecurrentCell,
+    uniform, CellOptions, CellSpec, CellState, GateWeights, RecurrentCell, ZoneMasks,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
@@ -86,12 +86,14 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
         projected: Tensor<B, 3>,
         state: &CellState<B>,
         active: &[usize],
+        zone: &ZoneMasks<B>,
     ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
-        let (w_hh, w_hr) = (
-            self.weight_hh.val(),
-            self.weight_hr.as_ref().map(|w| w.val()),
-        );
-        crate::fused::recurrence(Cell::Lstm, projected, w_hh, w_hr, None, state, active)
+        let weights = crate::fused::RecurrentWeights {
+            w_hh: self.weight_hh.val(),
+            w_hr: self.weight_hr.as_ref().map(|w| w.val()),
+            b_hh: None,
+        };
+        crate::fused::recurrence(Cell::Lstm, projected, weights, state, active, zone)
     }
 
     fn load_torch(

@@ -8,8 +8,8 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::module::embedding;
 
-use crate::cell::{CellOptions, CellSpec, CellState, RecurrentCell};
-use crate::dropout::{dropout, locked_dropout, matrix_mask};
+use crate::cell::{CellOptions, CellSpec, CellState, RecurrentCell, ZoneMasks};
+use crate::dropout::{dropout, locked_dropout, matrix_mask, zone_mask};
 use crate::gru::GruCell;
 use crate::lstm::LstmCell;
 use crate::packing::Packing;
@@ -52,6 +52,13 @@ pub struct RecurrentConfig {
     /// pass, in training only (see [`crate::dropout::matrix_mask`]).
     #[config(default = 0.0)]
     pub weight_drop: f64,
+    /// Zoneout of `h`: at each step each unit keeps its previous value with this probability,
+    /// in training; in inference the expectation (see [`ZoneMasks`]). 0 means none.
+    #[config(default = 0.0)]
+    pub zoneout: f64,
+    /// LSTM only: zoneout of the cell state `c`, as [`Self::zoneout`]. 0 means none.
+    #[config(default = 0.0)]
+    pub zoneout_cell: f64,
     /// Add a reverse direction and concatenate both directions' outputs.
     #[config(default = false)]
     pub bidirectional: bool,
@@ -89,6 +96,14 @@ impl RecurrentConfig {
                 return Err(NnError::BadDropout(p));
             }
         }
+        for (key, p) in [
+            ("zoneout", self.zoneout),
+            ("zoneout_cell", self.zoneout_cell),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(NnError::BadRate { key, value: p });
+            }
+        }
         Ok(())
     }
 
@@ -108,6 +123,9 @@ impl RecurrentConfig {
         device: &B::Device,
     ) -> Result<Recurrent<B, C>, NnError> {
         self.validate(C::SUPPORTS_PROJECTION)?;
+        if self.zoneout_cell > 0.0 && !C::HAS_CELL_STATE {
+            return Err(NnError::ZoneoutCellUnsupported);
+        }
         let directions = if self.bidirectional { 2 } else { 1 };
         let output_size = self.output_size();
         let options = CellOptions {
@@ -134,6 +152,8 @@ impl RecurrentConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             variational: self.variational,
             weight_drop: self.weight_drop,
+            zoneout: self.zoneout,
+            zoneout_cell: self.zoneout_cell,
             hidden_size: self.hidden_size,
             output_size,
             num_layers: self.num_layers,
@@ -181,6 +201,8 @@ pub struct Recurrent<B: Backend, C: Module<B>> {
     dropout: Dropout,
     variational: bool,
     weight_drop: f64,
+    zoneout: f64,
+    zoneout_cell: f64,
     hidden_size: usize,
     output_size: usize,
     num_layers: usize,
@@ -198,6 +220,11 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
     /// Number of directions (2 when bidirectional).
     pub fn directions(&self) -> usize {
         self.directions
+    }
+
+    /// The zoneout rates of `h` and `c` (0: none).
+    pub fn zoneout(&self) -> [f64; 2] {
+        [self.zoneout, self.zoneout_cell]
     }
 
     /// PyTorch's name suffix of cell `row`: `_l{layer}` plus `_reverse` for direction 1.
@@ -313,11 +340,8 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         state: Option<RecurrentState<B>>,
         masks: &StackMasks<B>,
     ) -> Result<(Tensor<B, 3>, RecurrentState<B>), NnError> {
-        let batch = match &first {
-            First::Features(x) => x.dims()[1],
-            First::Tokens(_, tokens) => tokens.dims()[1],
-        };
-        self.check_masks(masks, batch)?;
+        let (steps, batch, _) = first.shape();
+        self.check_masks(masks, steps, batch)?;
         Ok(self.run_masked(first, lengths, state, masks))
     }
 
@@ -332,9 +356,16 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
         self.run(first, lengths, state, Some(masks))
     }
 
-    /// Whether `masks` fit this stack for `batch` sequences: `num_layers − 1` between-layer
-    /// masks of `[1, batch, D·H_out]`, and no weight-drop masks or one of `W_hh`'s shape per cell.
-    pub fn check_masks(&self, masks: &StackMasks<B>, batch: usize) -> Result<(), NnError> {
+    /// Whether `masks` fit this stack for `steps` steps of `batch` sequences: `num_layers − 1`
+    /// between-layer masks of `[1, batch, D·H_out]`; no weight-drop masks or one of `W_hh`'s
+    /// shape per cell; no zoneout masks of `h` or one `[steps, batch, H_out]` per cell; no
+    /// zoneout masks of `c` or (LSTM) one `[steps, batch, H]` per cell.
+    pub fn check_masks(
+        &self,
+        masks: &StackMasks<B>,
+        steps: usize,
+        batch: usize,
+    ) -> Result<(), NnError> {
         let width = self.directions * self.output_size;
         let between = vec![vec![1, batch, width]; self.num_layers - 1];
         let found: Vec<Vec<usize>> = masks.between.iter().map(|m| m.dims().to_vec()).collect();
@@ -358,6 +389,31 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
                 found,
             });
         }
+        let cells = self.cells.len();
+        let zoned = [
+            ("zoneout (h)", &masks.zone_h, self.output_size, true),
+            (
+                "zoneout (c)",
+                &masks.zone_c,
+                self.hidden_size,
+                C::HAS_CELL_STATE,
+            ),
+        ];
+        for (what, given, width, allowed) in zoned {
+            let found: Vec<Vec<usize>> = given.iter().map(|m| m.dims().to_vec()).collect();
+            let expected = if allowed {
+                vec![vec![steps, batch, width]; cells]
+            } else {
+                Vec::new()
+            };
+            if !found.is_empty() && found != expected {
+                return Err(NnError::MaskShapes {
+                    what,
+                    expected,
+                    found,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -374,6 +430,40 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
             None => matrix_mask(self.weight_drop, cell.recurrent_weight_dims(), device),
         };
         mask.map(|m| cell.with_recurrent_mask(m))
+    }
+
+    /// The zoneout masks of cell `row` for `steps` steps of `batch` sequences: given (in the
+    /// caller's batch order, sorted here as the batch is), or drawn (see [`zone_mask`]).
+    fn zone_masks(
+        &self,
+        row: usize,
+        masks: Option<&StackMasks<B>>,
+        [steps, batch]: [usize; 2],
+        packing: Option<&Packing>,
+        device: &B::Device,
+    ) -> ZoneMasks<B> {
+        match masks {
+            Some(m) => {
+                let sorted = |t: Option<&Tensor<B, 3>>| {
+                    t.cloned().map(|t| match packing {
+                        Some(p) => p.sort(t, 1),
+                        None => t,
+                    })
+                };
+                ZoneMasks {
+                    h: sorted(m.zone_h.get(row)),
+                    c: sorted(m.zone_c.get(row)),
+                }
+            }
+            None => ZoneMasks {
+                h: zone_mask(self.zoneout, [steps, batch, self.output_size], device),
+                c: if C::HAS_CELL_STATE {
+                    zone_mask(self.zoneout_cell, [steps, batch, self.hidden_size], device)
+                } else {
+                    None
+                },
+            },
+        }
     }
 
     fn run(
@@ -421,6 +511,7 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
             for dir in 0..self.directions {
                 let row = layer * self.directions + dir;
                 let dropped = self.dropped_cell(row, masks, &device);
+                let zone = self.zone_masks(row, masks, [steps, batch], packing.as_ref(), &device);
                 let cell = dropped.as_ref().unwrap_or(&self.cells[row]);
                 let projected = match (&input, &first) {
                     (Some(x), _) => cell.input_projection(x.clone()),
@@ -430,8 +521,14 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
                         embedding(table.squeeze_dim(0), tokens.clone())
                     }
                 };
-                let (out, s) =
-                    run_projected(cell, projected, state.row(row), packing.as_ref(), dir == 1);
+                let (out, s) = run_projected(
+                    cell,
+                    projected,
+                    state.row(row),
+                    packing.as_ref(),
+                    dir == 1,
+                    &zone,
+                );
                 outs.push(out);
                 h_n.push(s.h);
                 c_n.extend(s.c);
@@ -462,6 +559,11 @@ pub struct StackMasks<B: Backend> {
     pub between: Vec<Tensor<B, 3>>,
     /// Weight-drop: one mask of `W_hh`'s shape per cell (row `layer·D + direction`), or none.
     pub recurrent: Vec<Tensor<B, 2>>,
+    /// Zoneout of `h`: one `[T, batch, H_out]` per cell (see [`ZoneMasks`]: 1 keeps the
+    /// previous value, not scaled), in the caller's batch order, or none.
+    pub zone_h: Vec<Tensor<B, 3>>,
+    /// Zoneout of an LSTM's `c`: one `[T, batch, H]` per cell, or none.
+    pub zone_c: Vec<Tensor<B, 3>>,
 }
 
 /// The input of a stack's first layer.
@@ -504,16 +606,24 @@ pub fn run_direction<B: Backend, C: RecurrentCell<B>>(
     packing: Option<&Packing>,
     reverse: bool,
 ) -> (Tensor<B, 3>, CellState<B>) {
-    run_projected(cell, cell.input_projection(x), state, packing, reverse)
+    run_projected(
+        cell,
+        cell.input_projection(x),
+        state,
+        packing,
+        reverse,
+        &ZoneMasks::none(),
+    )
 }
 
-/// [`run_direction`] from the projected input `[T, batch, gates·H]`.
+/// [`run_direction`] from the projected input `[T, batch, gates·H]`, with zoneout.
 fn run_projected<B: Backend, C: RecurrentCell<B>>(
     cell: &C,
     projected: Tensor<B, 3>,
     state: CellState<B>,
     packing: Option<&Packing>,
     reverse: bool,
+    zone: &ZoneMasks<B>,
 ) -> (Tensor<B, 3>, CellState<B>) {
     let steps = projected.dims()[0];
     // The fused path runs forward in time: a reverse direction gets the time-flipped input
@@ -524,20 +634,26 @@ fn run_projected<B: Backend, C: RecurrentCell<B>>(
     if reverse {
         active.reverse();
     }
-    match cell.fused_recurrence(time(projected), &state, &active) {
+    let stepped = if reverse {
+        zone.flipped()
+    } else {
+        zone.clone()
+    };
+    match cell.fused_recurrence(time(projected), &state, &active, &stepped) {
         Ok((out, last)) => (time(out), last),
-        Err(projected) => run_steps(cell, time(projected), state, packing, reverse),
+        Err(projected) => run_steps(cell, time(projected), state, packing, reverse, zone),
     }
 }
 
 /// The loop over time of [`run_direction`], one [`RecurrentCell::step`] per step, from the
-/// projected input `[T, batch, gates·H]`.
+/// projected input `[T, batch, gates·H]`, each step's new state zoned by `zone`.
 pub(crate) fn run_steps<B: Backend, C: RecurrentCell<B>>(
     cell: &C,
     projected: Tensor<B, 3>,
     mut state: CellState<B>,
     packing: Option<&Packing>,
     reverse: bool,
+    zone: &ZoneMasks<B>,
 ) -> (Tensor<B, 3>, CellState<B>) {
     let [steps, batch, _] = projected.dims();
     let mut outputs = Vec::with_capacity(steps);
@@ -556,10 +672,16 @@ pub(crate) fn run_steps<B: Backend, C: RecurrentCell<B>>(
             .clone()
             .slice(s![t..t + 1, 0..active])
             .squeeze_dim::<2>(0);
-        let new = if active == batch {
-            cell.step(p_t, &state)
+        let prev = if active == batch {
+            state.clone()
         } else {
-            cell.step(p_t, &state.rows(0, active))
+            state.rows(0, active)
+        };
+        let new = cell.step(p_t, &prev);
+        let new = if zone.is_none() {
+            new
+        } else {
+            zone.apply(t, &prev, new)
         };
         outputs.push(if active < batch {
             let pad = Tensor::zeros([batch - active, new.h.dims()[1]], &new.h.device());

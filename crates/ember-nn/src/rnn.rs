@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cell::{
     load_gate_params, project, recur, recurrent_weight_methods, CellOptions, CellSpec, CellState,
-    GateWeights, RecurrentCell,
+    GateWeights, RecurrentCell, ZoneMasks,
 };
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
@@ -86,12 +86,17 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
         projected: Tensor<B, 3>,
         state: &CellState<B>,
         active: &[usize],
+        zone: &ZoneMasks<B>,
     ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
         let cell = Cell::Rnn {
             relu: self.nonlinearity == Nonlinearity::Relu,
         };
-        let w_hh = self.weight_hh.val();
-        crate::fused::recurrence(cell, projected, w_hh, None, None, state, active)
+        let weights = crate::fused::RecurrentWeights {
+            w_hh: self.weight_hh.val(),
+            w_hr: None,
+            b_hh: None,
+        };
+        crate::fused::recurrence(cell, projected, weights, state, active, zone)
     }
 
     fn load_torch(

@@ -201,6 +201,15 @@ pub struct ModelConfig {
     /// mask per batch shared by every step: `W_hh' = W_hh · M / (1 − p)`.
     #[serde(default)]
     pub weight_drop: f64,
+    /// Language models only: zoneout of every layer's `h` (Krueger et al. 2016): in training
+    /// each unit keeps its previous value with this probability at each step,
+    /// `h_t = m ⊙ h_{t−1} + (1 − m) ⊙ h̃_t`; in evaluation and sampling `m = p`.
+    #[serde(default)]
+    pub zoneout: f64,
+    /// Language models with `kind = "lstm"` only: zoneout of every layer's cell state `c`, as
+    /// `zoneout`.
+    #[serde(default)]
+    pub zoneout_cell: f64,
     /// Classifiers only: `last` (the last valid step) or `mean` (over the valid steps).
     #[serde(default)]
     pub pooling: Pooling,
@@ -228,6 +237,8 @@ impl Default for ModelConfig {
             embed_dropout: 0.0,
             input_dropout: 0.0,
             weight_drop: 0.0,
+            zoneout: 0.0,
+            zoneout_cell: 0.0,
             pooling: Pooling::default(),
         }
     }
@@ -494,6 +505,12 @@ impl ExperimentConfig {
                 return Err(format!("{key} must be at least 1, got 0"));
             }
         }
+        if m.zoneout_cell > 0.0 && m.kind != BodyKind::Lstm {
+            return Err(format!(
+                "model.zoneout_cell applies to kind = \"lstm\" only (\"{}\" has no cell state): remove it, or use model.zoneout",
+                m.kind
+            ));
+        }
         if m.proj_size > 0 && m.kind != BodyKind::Lstm {
             return Err(format!(
                 "model.proj_size applies to kind = \"lstm\" only, not \"{}\": remove it",
@@ -517,6 +534,8 @@ impl ExperimentConfig {
             ("embed_dropout", m.embed_dropout),
             ("input_dropout", m.input_dropout),
             ("weight_drop", m.weight_drop),
+            ("zoneout", m.zoneout),
+            ("zoneout_cell", m.zoneout_cell),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(format!("model.{key} must be in [0, 1), got {p}"));
@@ -595,6 +614,8 @@ impl ExperimentConfig {
             ("embed_dropout", self.model.embed_dropout > 0.0),
             ("input_dropout", self.model.input_dropout > 0.0),
             ("weight_drop", self.model.weight_drop > 0.0),
+            ("zoneout", self.model.zoneout > 0.0),
+            ("zoneout_cell", self.model.zoneout_cell > 0.0),
         ] {
             if on && !language {
                 return Err(format!(
@@ -782,6 +803,32 @@ mod tests {
                 awd.model.input_dropout
             ),
             (true, 0.1, 0.2)
+        );
+        let zoned = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nzoneout = 0.05\nzoneout_cell = 0.25\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (zoned.model.zoneout, zoned.model.zoneout_cell),
+            (0.05, 0.25)
+        );
+        let err = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nkind = \"gru\"\nzoneout_cell = 0.25\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("model.zoneout_cell applies to kind = \"lstm\" only"),
+            "{err}"
+        );
+        let err =
+            ExperimentConfig::parse(&format!("{MINIMAL}[model]\nzoneout = 1.5\n")).unwrap_err();
+        assert!(err.starts_with("model.zoneout must be in [0, 1)"), "{err}");
+        let err =
+            ExperimentConfig::parse(&format!("{series}column = \"v\"\n[model]\nzoneout = 0.1\n"))
+                .unwrap_err();
+        assert!(
+            err.starts_with("model.zoneout applies to language models"),
+            "{err}"
         );
         let generated = "name = \"g\"\n[data]\nkind = \"series\"\npath = \"generated\"\n";
         let g = ExperimentConfig::parse(generated).unwrap();

@@ -68,6 +68,8 @@ pub fn char_lm_config(model: &ModelConfig, vocab_size: usize) -> CharLmConfig {
         .with_embed_dropout(Some(model.embed_dropout))
         .with_input_dropout(Some(model.input_dropout))
         .with_weight_drop(Some(model.weight_drop))
+        .with_zoneout(Some(model.zoneout))
+        .with_zoneout_cell(Some(model.zoneout_cell))
 }
 
 /// A [`CharLm`] with its training objective: masked next-token cross-entropy.

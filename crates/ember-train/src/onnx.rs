@@ -61,6 +61,15 @@ pub fn onnx_model<B: Backend>(
              at a time; only unidirectional language models export to ONNX",
         );
     }
+    let [h, c] = model.body.zoneout();
+    if h > 0.0 || c > 0.0 {
+        return refuse(&format!(
+            "this model was trained with zoneout (model.zoneout = {h}, model.zoneout_cell = \
+             {c}): at inference each step mixes the new state with the previous one, which \
+             ONNX's LSTM/GRU/RNN operators cannot express; export the weights with `ember \
+             export --to FILE.safetensors`, or train with both keys at 0"
+        ));
+    }
     let tensors = torch_state_dict(model, &TorchNames::default());
     if tensors
         .iter()

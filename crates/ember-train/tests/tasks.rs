@@ -85,13 +85,15 @@ fn slice_of(asset: &str, chars: usize, dir: &Path) -> PathBuf {
 fn language_configs_beat_the_bigram_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let names = slice_of("assets/names.txt", 12_000, dir.path());
-    // The GRU run also trains with every AWD-LSTM regulariser on (drawn masks, fused paths).
+    // The GRU run also trains with every AWD-LSTM regulariser and zoneout on (drawn masks,
+    // fused paths).
     let awd = [
         "model.variational_dropout=true",
         "model.dropout=0.1",
         "model.embed_dropout=0.05",
         "model.input_dropout=0.1",
         "model.weight_drop=0.2",
+        "model.zoneout=0.05",
     ];
     for name in ["names-lstm", "names-gru", "names-rnn"] {
         let mut keys = vec![
@@ -118,6 +120,9 @@ fn language_configs_beat_the_bigram_baseline() {
             "model.hidden_size=48",
             "model.num_layers=1",
             "model.dropout=0.0",
+            // Zoneout of h and c on the fused LSTM.
+            "model.zoneout=0.05",
+            "model.zoneout_cell=0.1",
             "train.epochs=3",
             "train.batch_size=16",
             "train.learning_rate=0.01",

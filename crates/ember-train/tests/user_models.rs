@@ -329,3 +329,30 @@ fn onnx_export_refuses_proj_size_in_one_line() {
         "{err}"
     );
 }
+
+/// ONNX's recurrent operators have no zoneout: a model trained with it is refused in one line
+/// that names the keys and what to do instead (its inference mixes each step's state with the
+/// previous one).
+#[test]
+fn onnx_export_refuses_zoneout_in_one_line() {
+    let device = NdArrayDevice::Cpu;
+    let model = ember_nn::CharLmConfig::new(12)
+        .with_embed_dim(4)
+        .with_hidden_size(6)
+        .with_zoneout(Some(0.1))
+        .with_zoneout_cell(Some(0.2))
+        .init::<NdArray>(&device)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("model.onnx");
+    let err = export_onnx(&model, ember_nn::Nonlinearity::Tanh, &to)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.zoneout = 0.1")
+            && err.contains("safetensors")
+            && !err.contains('\n')
+            && !to.exists(),
+        "{err}"
+    );
+}

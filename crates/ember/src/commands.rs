@@ -493,6 +493,14 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         names.recurrent,
         names.head
     );
+    let [h, c] = loaded.model.body.zoneout();
+    if h > 0.0 || c > 0.0 {
+        println!(
+            "note: this model was trained with zoneout (model.zoneout = {h}, model.zoneout_cell = \
+             {c}); ember evaluates it with each step's state mixed with the previous one, \
+             h = {h}·h_prev + (1 − {h})·h_new (c likewise), which a plain nn.LSTM does not do"
+        );
+    }
     Ok(())
 }
 
