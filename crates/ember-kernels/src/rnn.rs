@@ -149,24 +149,22 @@ struct Backward<'a> {
 fn backward_part(n: usize, relu: bool, w_hh: &[f32], mut b: Backward) {
     let steps = b.active.len();
     let mut dh = b.dy[steps].to_vec();
-    // Zoned: `dh` holds the whole gradient of `h_t` (`dy_t` added here), and the cell gets no
-    // `dy` of its own.
     let zoned = !b.zone_h.is_empty();
     let len = if zoned { dh.len() } else { 0 };
     let (mut carry, zeros) = (vec![0.0; len], vec![0.0; len]);
     for t in (0..steps).rev() {
-        let rows = b.active[t];
+        let (rows, r) = (b.active[t], ..b.active[t] * n);
         b.dg[t][rows * n..].fill(0.0);
         let dy = if zoned {
-            add(&mut dh[..rows * n], &b.dy[t][..rows * n]);
-            zoneout::split(
-                &mut dh[..rows * n],
-                &mut carry[..rows * n],
-                &b.zone_h[t][..rows * n],
-            );
-            &zeros[..rows * n]
+            zoneout::split_output(
+                &mut dh[r],
+                &b.dy[t][r],
+                &mut carry[r],
+                &b.zone_h[t][r],
+                &zeros[r],
+            )
         } else {
-            &b.dy[t][..rows * n]
+            &b.dy[t][r]
         };
         let step = &mut b.dg[t][..rows * n];
         cell_backward(relu, step, dy, &dh[..rows * n]);

@@ -34,6 +34,22 @@ multiversion! {
     }
 }
 
+/// The start of a zoned step's backward pass for a cell that adds the step's output gradient
+/// `dy` to `dh` itself (GRU, RNN): adds it here instead, so that `dh` holds the whole gradient
+/// of the zoned `h_t`, [`split`]s that into `dh` and `carry`, and returns what the cell should
+/// add in place of `dy`: `zeros`.
+pub(crate) fn split_output<'a>(
+    dh: &mut [f32],
+    dy: &[f32],
+    carry: &mut [f32],
+    mask: &[f32],
+    zeros: &'a [f32],
+) -> &'a [f32] {
+    add(dh, dy);
+    split(dh, carry, mask);
+    zeros
+}
+
 /// `into += from`, element by element.
 pub(crate) fn add(into: &mut [f32], from: &[f32]) {
     for (a, b) in into.iter_mut().zip(from) {
