@@ -221,6 +221,7 @@ class CharLm(nn.Module):
       zoneout              every layer's h_t = m * h_{t-1} + (1 - m) * h~_t, m ~ Bernoulli(p) per step
                            and unit in training, m = p in evaluation (Krueger et al. 2016)
       zoneout_cell         the same for an LSTM's c
+      tie_embeddings       the head's weight is the embedding table (decoder.weight = encoder.weight)
 
     With variational_dropout, weight_drop or zoneout the body is a stack of one-layer modules (so a
     mask can go between layers and W_hh can be swapped through torch.func.functional_call, as AWD's
@@ -264,6 +265,10 @@ class CharLm(nn.Module):
             self.body = body(embed, layers, p if layers > 1 else 0.0)
         self.dropout = nn.Dropout(p)
         self.head = nn.Linear(proj or hidden, vocab_size)
+        if m.get("tie_embeddings"):
+            # tie_embeddings: the head's weight is the embedding table (AWD-LSTM's tie_weights).
+            assert (proj or hidden) == embed, "tie_embeddings needs an output embed_dim wide"
+            self.head.weight = self.embedding.weight
 
     def drop(self, x):
         """`dropout` on [batch, time, features] outputs: locked over time when variational."""

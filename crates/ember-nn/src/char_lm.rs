@@ -1,6 +1,7 @@
 //! The character language model: token embedding → stacked LSTM, GRU or RNN → linear head over
 //! the vocabulary.
 
+use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::module::embedding;
@@ -56,6 +57,11 @@ pub struct CharLmConfig {
     pub zoneout: Option<f64>,
     /// LSTM only: zoneout of every layer's cell state `c`.
     pub zoneout_cell: Option<f64>,
+    /// Tied input and output embeddings: the head's weight is the embedding table (Press &
+    /// Wolf 2017, AWD-LSTM), `logits = h Eᵀ + b`, so the body's output width (`hidden_size`, or
+    /// an LSTM's `proj_size`) must equal `embed_dim`; the head keeps its own bias. An option
+    /// like the keys above.
+    pub tie_embeddings: Option<bool>,
 }
 
 impl CharLmConfig {
@@ -88,9 +94,27 @@ impl CharLmConfig {
             .with_zoneout_cell(self.zoneout_cell.unwrap_or(0.0))
             .with_batch_first(true)
             .init_any(self.kind, device)?;
+        let width = body.output_size();
+        let head = LinearConfig::new(width, self.vocab_size).init(device);
+        let (head, tied_bias) = if self.tie_embeddings.unwrap_or(false) {
+            if width != self.embed_dim {
+                return Err(NnError::TiedWidths {
+                    embed_dim: self.embed_dim,
+                    width,
+                    fix: match self.kind {
+                        CellKind::Lstm => format!("model.proj_size = {}", self.embed_dim),
+                        _ => format!("model.hidden_size = {}", self.embed_dim),
+                    },
+                });
+            }
+            (None, head.bias)
+        } else {
+            (Some(head), None)
+        };
         Ok(CharLm {
             embedding: EmbeddingConfig::new(self.vocab_size, self.embed_dim).init(device),
-            head: LinearConfig::new(body.output_size(), self.vocab_size).init(device),
+            head,
+            tied_bias,
             body,
             dropout: DropoutConfig::new(self.dropout).init(),
             variational,
@@ -113,12 +137,16 @@ impl CharLmConfig {
 /// logits_t = W (h_t ⊙ m_o / (1 − p)) + b    m_o per element, or one per sequence if variational
 /// ```
 ///
+/// With tied embeddings the head's `W` is the embedding table `E` itself (not `E'`), so
+/// `logits_t = (h_t ⊙ m_o / (1 − p)) Eᵀ + b` and `E`'s gradient sums both uses.
+///
 /// Initialised as PyTorch initialises `nn.Embedding`, `nn.LSTM`/`nn.GRU`/`nn.RNN` and
 /// `nn.Linear`:
 /// - embedding `N(0, 1)`;
 /// - every recurrent weight and bias `U(−1/√H, 1/√H)`;
 /// - head weight and bias `U(−1/√in, 1/√in)` (`nn.Linear`'s Kaiming-uniform with `a = √5`),
-///   `in` the body's output width.
+///   `in` the body's output width; a tied head's bias likewise (PyTorch's
+///   `decoder.weight = encoder.weight` keeps the decoder's bias).
 #[derive(Module, Debug)]
 pub struct CharLm<B: Backend> {
     /// Token embedding, `[vocab, embed_dim]`.
@@ -126,8 +154,10 @@ pub struct CharLm<B: Backend> {
     /// The recurrent body.
     pub body: AnyRecurrent<B>,
     dropout: Dropout,
-    /// Projection to next-token logits.
-    pub head: Linear<B>,
+    /// Projection to next-token logits; `None` when the head is tied to the embedding table.
+    pub head: Option<Linear<B>>,
+    /// The tied head's bias, `[vocab]` (`None` unless tied).
+    pub tied_bias: Option<Param<Tensor<B, 1>>>,
     variational: bool,
     embed_dropout: f64,
     input_dropout: f64,
@@ -250,6 +280,35 @@ impl<B: Backend> CharLm<B> {
         Ok(self.forward_masked(tokens, lengths, state, masks))
     }
 
+    /// Whether the head's weight is the embedding table.
+    pub fn is_tied(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// The head's weight in PyTorch's `[vocab, width]` layout (the embedding table when tied).
+    pub fn head_weight(&self) -> Tensor<B, 2> {
+        match &self.head {
+            Some(head) => head.weight.val().transpose(),
+            None => self.embedding.weight.val(),
+        }
+    }
+
+    /// The head's bias `[vocab]`, if it has one.
+    pub fn head_bias(&self) -> Option<Tensor<B, 1>> {
+        match &self.head {
+            Some(head) => head.bias.as_ref().map(|b| b.val()),
+            None => self.tied_bias.as_ref().map(|b| b.val()),
+        }
+    }
+
+    /// The head's weight as stored, its bias and the weight's layout.
+    fn head_parts(&self) -> (Tensor<B, 2>, Option<Tensor<B, 1>>, Layout) {
+        match &self.head {
+            Some(head) => (head.weight.val(), self.head_bias(), Layout::InOut),
+            None => (self.embedding.weight.val(), self.head_bias(), Layout::OutIn),
+        }
+    }
+
     /// [`Self::forward_with_masks`] for masks known to fit.
     fn forward_masked(
         &self,
@@ -283,12 +342,8 @@ impl<B: Backend> CharLm<B> {
         };
         let [steps, batch, width] = h.dims();
         // The head as one affine map over every step (one autodiff node on the CPU backends).
-        let logits = affine(
-            h.reshape([steps * batch, width]),
-            self.head.weight.val(),
-            self.head.bias.as_ref().map(|b| b.val()),
-            Layout::InOut,
-        );
+        let (weight, bias, layout) = self.head_parts();
+        let logits = affine(h.reshape([steps * batch, width]), weight, bias, layout);
         let vocab = logits.dims()[1];
         (logits.reshape([steps, batch, vocab]), state)
     }
@@ -342,10 +397,77 @@ mod tests {
                 uniform_within(&format!("{kind:?} {}", p.name()), &p.to_host().1, recurrent);
             }
             let head = 1.0 / (hidden as f32).sqrt();
-            uniform_within("head.weight", &values(lm.head.weight.val()), head);
-            let bias = lm.head.bias.as_ref().expect("the head has a bias").val();
+            uniform_within("head.weight", &values(lm.head_weight()), head);
+            let bias = lm.head_bias().expect("the head has a bias");
             uniform_within("head.bias", &values(bias), head);
         }
+    }
+
+    #[test]
+    fn a_tied_head_is_the_embedding_table_with_its_own_bias() {
+        let device = FlexDevice;
+        let (vocab, embed) = (30, 8);
+        let tied = |kind: CellKind, hidden: usize, proj: usize| {
+            CharLmConfig::new(vocab)
+                .with_kind(kind)
+                .with_embed_dim(embed)
+                .with_hidden_size(hidden)
+                .with_proj_size(proj)
+                .with_tie_embeddings(Some(true))
+                .init::<Flex>(&device)
+        };
+        for lm in [
+            tied(CellKind::Lstm, 20, embed),
+            tied(CellKind::Gru, embed, 0),
+        ] {
+            let lm = lm.expect("the widths fit");
+            assert!(lm.is_tied());
+            assert_eq!(
+                lm.num_params(),
+                lm.embedding.num_params() + lm.body.num_params() + vocab,
+                "a tied head adds only its bias"
+            );
+            assert_eq!(
+                values(lm.head_weight()),
+                values(lm.embedding.weight.val()),
+                "the head reads the embedding table"
+            );
+            let bias = lm.head_bias().expect("a tied head keeps its bias");
+            uniform_within("tied bias", &values(bias), 1.0 / (embed as f32).sqrt());
+            let tokens = Tensor::<Flex, 2, Int>::from_data([[1, 2, 3], [4, 5, 6]], &device);
+            let (logits, _) = lm.forward(tokens.clone(), None);
+            // The last step's logits, recomputed from the body's output and the table.
+            let (h, _) = lm.body.forward_tokens(
+                lm.embedding.weight.val(),
+                tokens.swap_dims(0, 1),
+                None,
+                None,
+            );
+            let want = h
+                .slice([2..3])
+                .reshape([2, embed])
+                .matmul(lm.embedding.weight.val().transpose())
+                + lm.head_bias().unwrap().unsqueeze::<2>();
+            let got = logits.slice([0..2, 2..3]).reshape([2, vocab]);
+            let worst = values(got - want).iter().fold(0.0f32, |m, d| {
+                if d.is_finite() {
+                    m.max(d.abs())
+                } else {
+                    f32::INFINITY
+                }
+            });
+            assert!(worst < 1e-5, "tied logits differ by {worst}");
+        }
+        let err = tied(CellKind::Lstm, 20, 0).map(|_| ()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model.tie_embeddings needs the recurrent output as wide as model.embed_dim (8), but it is 20: set model.proj_size = 8"
+        );
+        let err = tied(CellKind::Rnn, 20, 0).map(|_| ()).unwrap_err();
+        assert!(
+            err.to_string().ends_with("set model.hidden_size = 8"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -59,4 +59,14 @@ pub enum NnError {
     /// Zoneout of the cell state needs a cell that has one.
     #[error("model.zoneout_cell applies to LSTM layers only (GRU and RNN have no cell state); set it to 0 and use model.zoneout")]
     ZoneoutCellUnsupported,
+    /// A tied head needs the body's output as wide as the embedding.
+    #[error("model.tie_embeddings needs the recurrent output as wide as model.embed_dim ({embed_dim}), but it is {width}: set {fix}")]
+    TiedWidths {
+        /// The embedding width.
+        embed_dim: usize,
+        /// The body's output width (`hidden_size`, or `proj_size` when set).
+        width: usize,
+        /// The key to change, with its value.
+        fix: String,
+    },
 }

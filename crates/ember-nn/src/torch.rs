@@ -47,6 +47,11 @@ impl TorchTensors {
         self.tensors.keys().cloned().collect()
     }
 
+    /// Removes `name` and returns its shape and values, if present.
+    pub fn remove(&mut self, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        self.tensors.remove(name)
+    }
+
     /// Removes `name` and returns it as a tensor, checking it has `shape`.
     pub fn take<B: Backend, const D: usize>(
         &mut self,

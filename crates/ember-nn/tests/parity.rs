@@ -36,11 +36,25 @@ fn fixture_dir(set: &str) -> PathBuf {
         .join(set)
 }
 
+/// Every case of `tests/fixtures/regularisers`, by name (each `.json` file there, so a case the
+/// script adds cannot be left out).
 fn regulariser_cases() -> Vec<(String, Value)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/regularisers");
-    ["lstm", "gru_packed"]
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 4, "regulariser fixtures: {names:?}");
+    names
         .into_iter()
-        .map(|n| (n.to_owned(), read_json(dir.join(format!("{n}.json")))))
+        .map(|n| {
+            let case = read_json(dir.join(format!("{n}.json")));
+            (n, case)
+        })
         .collect()
 }
 
@@ -328,14 +342,29 @@ fn check_regularised<B: AutodiffBackend>(case: &Value, device: &B::Device) -> Ve
         .with_embed_dropout(Some(prob("p_embed")))
         .with_input_dropout(Some(prob("p_input")))
         .with_weight_drop(Some(prob("p_weight")))
+        .with_proj_size(c["proj_size"].as_u64().unwrap_or(0) as usize)
+        .with_tie_embeddings(Some(c["tied"].as_bool().unwrap_or(false)))
         .init::<B>(device)
         .unwrap();
     let params = &case["params"];
     lm.embedding.weight = Param::from_tensor(tensor(&params["embedding.weight"], device));
-    let (shape, data) = host(&params["head.weight"]);
-    let (shape, data) = ember_nn::torch::transpose(&shape, &data);
-    lm.head.weight = Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device));
-    lm.head.bias = Some(Param::from_tensor(tensor(&params["head.bias"], device)));
+    let bias = Some(Param::from_tensor(tensor(&params["head.bias"], device)));
+    match lm.head.as_mut() {
+        Some(head) => {
+            let (shape, data) = host(&params["head.weight"]);
+            let (shape, data) = ember_nn::torch::transpose(&shape, &data);
+            head.weight =
+                Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device));
+            head.bias = bias;
+        }
+        None => {
+            assert_eq!(
+                params["head.weight"], params["embedding.weight"],
+                "a tied fixture's head is its embedding"
+            );
+            lm.tied_bias = bias;
+        }
+    }
     let mut tensors = TorchTensors::new();
     for (name, v) in params.as_object().unwrap() {
         if name.starts_with("rnn.") {
@@ -420,16 +449,23 @@ fn check_regularised<B: AutodiffBackend>(case: &Value, device: &B::Device) -> Ve
         lm.embedding.weight.grad(&grads),
         &want["embedding.weight"],
     );
-    compare(
-        &mut failures,
-        "grad.head.weight",
-        lm.head.weight.grad(&grads).map(|g| g.transpose()),
-        &want["head.weight"],
-    );
+    // A tied head's weight is the embedding's: its gradient, both uses summed, was compared.
+    if let Some(head) = &lm.head {
+        compare(
+            &mut failures,
+            "grad.head.weight",
+            head.weight.grad(&grads).map(|g| g.transpose()),
+            &want["head.weight"],
+        );
+    }
+    let bias = match &lm.head {
+        Some(head) => head.bias.as_ref(),
+        None => lm.tied_bias.as_ref(),
+    };
     compare(
         &mut failures,
         "grad.head.bias",
-        lm.head.bias.as_ref().and_then(|b| b.grad(&grads)),
+        bias.and_then(|b| b.grad(&grads)),
         &want["head.bias"],
     );
     for p in lm.body.torch_params("rnn.") {

@@ -210,6 +210,12 @@ pub struct ModelConfig {
     /// `zoneout`.
     #[serde(default)]
     pub zoneout_cell: f64,
+    /// Language models only: tied input and output embeddings (Press & Wolf 2017, AWD-LSTM):
+    /// the output head's weight is the embedding table, `logits = h Eᵀ + b`. The recurrent
+    /// output must be `embed_dim` wide: `hidden_size = embed_dim`, or for an LSTM
+    /// `proj_size = embed_dim`.
+    #[serde(default)]
+    pub tie_embeddings: bool,
     /// Classifiers only: `last` (the last valid step) or `mean` (over the valid steps).
     #[serde(default)]
     pub pooling: Pooling,
@@ -239,6 +245,7 @@ impl Default for ModelConfig {
             weight_drop: 0.0,
             zoneout: 0.0,
             zoneout_cell: 0.0,
+            tie_embeddings: false,
             pooling: Pooling::default(),
         }
     }
@@ -529,6 +536,24 @@ impl ExperimentConfig {
                 m.kind
             ));
         }
+        let width = if m.proj_size > 0 {
+            m.proj_size
+        } else {
+            m.hidden_size
+        };
+        if m.tie_embeddings && width != m.embed_dim {
+            let key = if m.kind == BodyKind::Lstm {
+                "proj_size"
+            } else {
+                "hidden_size"
+            };
+            return Err(ember_nn::NnError::TiedWidths {
+                embed_dim: m.embed_dim,
+                width,
+                fix: format!("model.{key} = {}", m.embed_dim),
+            }
+            .to_string());
+        }
         for (key, p) in [
             ("dropout", m.dropout),
             ("embed_dropout", m.embed_dropout),
@@ -616,6 +641,7 @@ impl ExperimentConfig {
             ("weight_drop", self.model.weight_drop > 0.0),
             ("zoneout", self.model.zoneout > 0.0),
             ("zoneout_cell", self.model.zoneout_cell > 0.0),
+            ("tie_embeddings", self.model.tie_embeddings),
         ] {
             if on && !language {
                 return Err(format!(
@@ -828,6 +854,32 @@ mod tests {
                 .unwrap_err();
         assert!(
             err.starts_with("model.zoneout applies to language models"),
+            "{err}"
+        );
+        let tied = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nembed_dim = 16\nhidden_size = 32\nproj_size = 16\ntie_embeddings = true\n"
+        ))
+        .unwrap();
+        assert!(tied.model.tie_embeddings);
+        let err = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nembed_dim = 16\nhidden_size = 32\ntie_embeddings = true\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "model.tie_embeddings needs the recurrent output as wide as model.embed_dim (16), but it is 32: set model.proj_size = 16"
+        );
+        let err = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nkind = \"gru\"\nembed_dim = 16\nhidden_size = 32\ntie_embeddings = true\n"
+        ))
+        .unwrap_err();
+        assert!(err.ends_with("set model.hidden_size = 16"), "{err}");
+        let err = ExperimentConfig::parse(&format!(
+            "{series}column = \"v\"\n[model]\ntie_embeddings = true\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("model.tie_embeddings applies to language models"),
             "{err}"
         );
         let generated = "name = \"g\"\n[data]\nkind = \"series\"\npath = \"generated\"\n";

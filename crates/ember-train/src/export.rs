@@ -93,11 +93,15 @@ pub fn torch_state_dict<B: Backend>(
         let (shape, values) = p.to_host();
         out.push((p.name().to_owned(), shape, values));
     }
-    // Burn's Linear weight is [in, out]; PyTorch's is [out, in].
-    let (shape, values) = host(model.head.weight.val().transpose().to_data());
-    out.push((format!("{}weight", names.head), shape, values));
-    if let Some(bias) = &model.head.bias {
-        let (shape, values) = host(bias.val().to_data());
+    // A tied head's weight is the embedding table, written under both names as PyTorch's
+    // `state_dict()` of a tied model holds it (once where an import found it under one name).
+    let head_weight = format!("{}weight", names.head);
+    if head_weight != names.embedding {
+        let (shape, values) = host(model.head_weight().to_data());
+        out.push((head_weight, shape, values));
+    }
+    if let Some(bias) = model.head_bias() {
+        let (shape, values) = host(bias.to_data());
         out.push((format!("{}bias", names.head), shape, values));
     }
     out

@@ -4,7 +4,10 @@
 //! The `state_dict` may come from `torch.save(model.state_dict())` (`.pt`/`.pth`), a
 //! checkpoint dict holding it under `state_dict` or `model_state_dict`, or safetensors. Module
 //! names are the user's own: the recurrent layer is the prefix of `weight_ih_l0`, the embedding
-//! is the other weight without a bias, and the head is the weight with a bias.
+//! is the other weight without a bias, and the head is the weight with a bias. A model whose
+//! head is tied to its embedding (`model.tie_embeddings`) may hold the shared weight under both
+//! names, or under one (safetensors' `save_model`); both import, and a head that differs from
+//! the embedding is an error.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,10 +107,28 @@ fn find_layout(raw: &Raw, path: &Path) -> Result<Layout, TrainError> {
         |k: &&String| raw.contains_key(&format!("{}bias", k.trim_end_matches("weight")));
     let heads: Vec<&String> = others.iter().copied().filter(with_bias).collect();
     let embeddings: Vec<&String> = others.iter().copied().filter(|k| !with_bias(k)).collect();
-    match (embeddings.as_slice(), heads.as_slice()) {
-        ([embedding], [head]) => Ok(Layout {
+    // A head tied to the embedding is saved under one name only by safetensors' `save_model`
+    // (the first in sorted order): the embedding's, leaving the head's bias alone, or the
+    // head's, which then serves as both.
+    let lone_biases: Vec<&String> = raw
+        .keys()
+        .filter(|k| !k.starts_with(&recurrent) && k.ends_with("bias"))
+        .filter(|k| !raw.contains_key(&format!("{}weight", k.trim_end_matches("bias"))))
+        .collect();
+    match (embeddings.as_slice(), heads.as_slice(), lone_biases.as_slice()) {
+        ([embedding], [head], _) => Ok(Layout {
             recurrent,
             embedding: (*embedding).clone(),
+            head: head.trim_end_matches("weight").to_owned(),
+        }),
+        ([embedding], [], [bias]) => Ok(Layout {
+            recurrent,
+            embedding: (*embedding).clone(),
+            head: bias.trim_end_matches("bias").to_owned(),
+        }),
+        ([], [head], _) => Ok(Layout {
+            recurrent,
+            embedding: (*head).clone(),
             head: head.trim_end_matches("weight").to_owned(),
         }),
         _ => Err(bad(
@@ -131,10 +152,20 @@ pub fn char_lm_from_torch<B: Backend>(
     let layout = find_layout(&raw, path)?;
     let mut model = char_lm_config(&config.model, vocab.len()).init::<B>(device)?;
     let head_weight = format!("{}weight", layout.head);
+    let tied = model.is_tied();
+    if !tied && (layout.embedding == head_weight || !raw.contains_key(&head_weight)) {
+        return Err(bad(
+            path,
+            format!(
+                "the file holds one weight for the embedding and the head ({}), as a tied model saves it: set model.tie_embeddings = true in the config",
+                layout.embedding
+            ),
+        ));
+    }
     let mut tensors = TorchTensors::new();
     for (name, (shape, values)) in raw {
         // PyTorch's Linear weight is [out, in]; Burn's is [in, out].
-        let (shape, values) = if name == head_weight {
+        let (shape, values) = if name == head_weight && !tied {
             ember_nn::torch::transpose(&shape, &values)
         } else {
             (shape, values)
@@ -158,9 +189,26 @@ pub fn char_lm_from_torch<B: Backend>(
     model.embedding.weight = t
         .replace(model.embedding.weight, &layout.embedding)
         .map_err(wrap)?;
-    model.head.weight = t.replace(model.head.weight, &head_weight).map_err(wrap)?;
     let head_bias = format!("{}bias", layout.head);
-    model.head.bias = t.replace_opt(model.head.bias, &head_bias).map_err(wrap)?;
+    if tied {
+        if let Some((_, values)) = t.remove(&head_weight) {
+            let table: Vec<f32> = model.embedding.weight.val().into_data().iter().collect();
+            if values != table {
+                return Err(bad(
+                    path,
+                    format!(
+                        "{head_weight} differs from {}, so the file's head is not tied to its embedding: set model.tie_embeddings = false",
+                        layout.embedding
+                    ),
+                ));
+            }
+        }
+        model.tied_bias = t.replace_opt(model.tied_bias, &head_bias).map_err(wrap)?;
+    } else if let Some(head) = model.head.take() {
+        let weight = t.replace(head.weight, &head_weight).map_err(wrap)?;
+        let bias = t.replace_opt(head.bias, &head_bias).map_err(wrap)?;
+        model.head = Some(burn::nn::Linear { weight, bias });
+    }
     let unused = t.remaining();
     if !unused.is_empty() {
         return Err(bad(

@@ -1,8 +1,8 @@
 //! A user's own PyTorch models (`tools/fixtures/user_models.py`): character models written the
 //! usual way, with the user's vocabulary (no special tokens) and module names
 //! (`encoder`/`rnn`/`decoder`, makemore's `.`), import with that vocabulary, reproduce PyTorch's
-//! own held-out loss on Flex, NdArray and wgpu, and export back under the user's names, bit for
-//! bit, or as ONNX graphs that onnxruntime runs to ember's logits (`tools/fixtures/
+//! own held-out loss on Flex, NdArray and wgpu (a tied model too, from either file it saves),
+//! and export back under the user's names, bit for bit, or as ONNX graphs that onnxruntime runs to ember's logits (`tools/fixtures/
 //! onnx_scores.py`).
 
 use std::path::{Path, PathBuf};
@@ -49,8 +49,13 @@ fn config(m: &Value) -> ExperimentConfig {
         )
     };
     ExperimentConfig::parse(&format!(
-        "name = \"user\"\n[data]\n{data}\n[model]\nkind = {}\nembed_dim = {}\nhidden_size = {}\nnum_layers = {}\nproj_size = {}\n[train]\nbatch_size = 8",
-        c["cell"], c["embed_dim"], c["hidden_size"], c["num_layers"], c["proj_size"]
+        "name = \"user\"\n[data]\n{data}\n[model]\nkind = {}\nembed_dim = {}\nhidden_size = {}\nnum_layers = {}\nproj_size = {}\ntie_embeddings = {}\n[train]\nbatch_size = 8",
+        c["cell"],
+        c["embed_dim"],
+        c["hidden_size"],
+        c["num_layers"],
+        c["proj_size"],
+        c["tie_embeddings"].as_bool().unwrap_or(false)
     ))
     .unwrap()
 }
@@ -119,6 +124,7 @@ fn users_models_reproduce_pytorchs_held_out_loss() {
         "word_lm_lstm",
         "word_lm_lstm_proj",
         "word_lm_gru",
+        "word_lm_lstm_tied",
         "names_lstm",
     ];
     let mut runs = vec![];
@@ -130,6 +136,10 @@ fn users_models_reproduce_pytorchs_held_out_loss() {
     let dir = tempfile::tempdir().unwrap();
     let m = import_model("word_lm_lstm", "pt", true, &dir.path().join("run"));
     runs.push(("word_lm_lstm (.pt, stoi)", m, dir));
+    // The tied model's .pt holds the shared weight under both names, its .safetensors under one.
+    let dir = tempfile::tempdir().unwrap();
+    let m = import_model("word_lm_lstm_tied", "pt", false, &dir.path().join("run"));
+    runs.push(("word_lm_lstm_tied (.pt)", m, dir));
     for (name, m, dir) in &runs {
         let out = dir.path().join("run");
         let want = m["eval"]["loss_f32"].as_f64().unwrap();
@@ -142,19 +152,25 @@ fn users_models_reproduce_pytorchs_held_out_loss() {
 }
 
 /// `ember export` of an imported run writes the user's own tensor names and values, bit for
-/// bit, so it loads back into the user's class.
+/// bit, so it loads back into the user's class (a tied model's shared weight under the names
+/// its file had).
 #[test]
 fn export_of_an_imported_run_is_the_users_state_dict() {
-    for name in ["word_lm_lstm_proj", "names_lstm"] {
+    for (name, format) in [
+        ("word_lm_lstm_proj", "safetensors"),
+        ("names_lstm", "safetensors"),
+        ("word_lm_lstm_tied", "safetensors"),
+        ("word_lm_lstm_tied", "pt"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        let m = import_model(name, "safetensors", false, &out);
+        let m = import_model(name, format, false, &out);
         let run = load_run::<NdArray>(&out, &NdArrayDevice::Cpu).unwrap();
         let names = TorchNames::of_run(&out).unwrap();
         let exported = dir.path().join("back.safetensors");
         export_safetensors(&run.model, &names, &exported).unwrap();
         let original =
-            read_torch_file(&fixtures().join(m["files"]["safetensors"].as_str().unwrap())).unwrap();
+            read_torch_file(&fixtures().join(m["files"][format].as_str().unwrap())).unwrap();
         let back = read_torch_file(&exported).unwrap();
         assert_eq!(
             back.keys().collect::<Vec<_>>(),
@@ -168,6 +184,45 @@ fn export_of_an_imported_run_is_the_users_state_dict() {
             assert_eq!(bits(got), bits(values), "{name} {key}: values");
         }
     }
+}
+
+/// A tied file read with an untied config, and an untied file read as tied, are each one line
+/// naming `model.tie_embeddings`.
+#[test]
+fn a_config_that_disagrees_on_tying_is_named() {
+    let attempt = |name: &str, format: &str, tie: bool| {
+        let m = &expected()["models"][name];
+        let mut cfg = config(m);
+        cfg.model.tie_embeddings = tie;
+        let from = fixtures().join(m["files"][format].as_str().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        import::<NdArray>(
+            &from,
+            &cfg,
+            Some(&vocab(m, false)),
+            &dir.path().join("run"),
+            false,
+            &NdArrayDevice::Cpu,
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+    };
+    let err = attempt("word_lm_lstm_tied", "safetensors", false);
+    assert!(
+        err.contains("decoder.weight")
+            && err.ends_with("set model.tie_embeddings = true in the config"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Its projection is as wide as its embedding, so only the values tell it is not tied.
+    let err = attempt("word_lm_lstm_proj", "pt", true);
+    assert!(
+        err.contains("decoder.weight differs from encoder.weight")
+            && err.ends_with("set model.tie_embeddings = false"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 /// The vocabulary must cover the data, and a line-per-sample file needs the start and end
