@@ -444,7 +444,7 @@ mod tests {
                 None,
             );
             let want = h
-                .slice([2..3])
+                .narrow(0, 2, 1)
                 .reshape([2, embed])
                 .matmul(lm.embedding.weight.val().transpose())
                 + lm.head_bias().unwrap().unsqueeze::<2>();
