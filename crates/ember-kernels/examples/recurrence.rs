@@ -1,13 +1,15 @@
-//! Times one layer's recurrence forward and backward: `recurrence [lstm|gru|rnn] [steps] [batch] [hidden]`
-//! (defaults: the char-LM's T100, batch 32, H256). Prints milliseconds per pass and the SIMD level.
+//! Times one layer's recurrence forward and backward: `recurrence [lstm|gru|rnn|ln-lstm|ln-gru]
+//! [steps] [batch] [hidden]` (defaults: the char-LM's T100, batch 32, H256; `ln-`: layer-normalised).
+//! Prints milliseconds per pass and the SIMD level.
 
 use std::time::Instant;
 
-use ember_kernels::{backward, forward, simd_level, Cell, Dims, Inputs};
+use ember_kernels::{backward, forward, simd_level, Cell, Dims, Inputs, Norm};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cell = match args.first().map(String::as_str).unwrap_or("lstm") {
+    let name = args.first().map(String::as_str).unwrap_or("lstm");
+    let cell = match name.trim_start_matches("ln-") {
         "gru" => Cell::Gru,
         "rnn" => Cell::Rnn { relu: false },
         _ => Cell::Lstm,
@@ -42,6 +44,16 @@ fn main() {
         active: Vec::new(),
         zone_h: Vec::new(),
         zone_c: Vec::new(),
+        norm: if name.starts_with("ln-") {
+            let lstm = cell == Cell::Lstm;
+            Norm {
+                gamma_hh: vec![1.0; g],
+                gamma_c: vec![1.0; if lstm { dims.hidden } else { 0 }],
+                beta_c: vec![0.0; if lstm { dims.hidden } else { 0 }],
+            }
+        } else {
+            Norm::default()
+        },
     };
     let (mut fwd, mut bwd) = (0.0, 0.0);
     let reps = 10;

@@ -13,13 +13,18 @@
 //! ```
 //! With zoneout (module `zoneout`) `h_t` above is the new value `h̃_t`, mixed with `h_{t-1}` by
 //! the step's mask; the backward pass splits `dh` first.
+//!
+//! Layer-normalised ([`crate::Norm`]): `hp = γ_hh ⊙ r̂ + b_hh`, `r̂ = LN(h_{t-1} W_hhᵀ)`;
+//! backward, `dγ_hh = Σ d(hp) ⊙ r̂` and `dr`, through the norm from `γ_hh ⊙ d(hp)`, takes the
+//! place of `d(hp)` in `dh_{t-1}` and `dW_hh`.
 
+use crate::layer_norm::{column_sums, normalise, normalise_backward, scale_rows};
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
 use crate::rows::{active, one, one_mut, run, split, split_mut, take};
 use crate::simd::{blocks, multiversion};
 use crate::zoneout::{self, add, zone};
-use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Saved};
+use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Norm, NormSaved, Saved};
 
 multiversion! {
     /// One step for `rows` rows: activates `gates [rows, 3H]` in place (r, z, n) from the
@@ -112,13 +117,20 @@ struct Forward<'a> {
     hn: Vec<&'a mut [f32]>,
     /// Zoneout masks per step (an empty list: none).
     zone_h: Vec<&'a [f32]>,
+    /// Layer-normalised and saving: `r̂` and its scales per step (empty lists: not).
+    r_hat: Vec<&'a mut [f32]>,
+    r_scale: Vec<&'a mut [f32]>,
 }
 
-fn forward_part(n: usize, w_t: &[f32], b_hh: &[f32], mut p: Forward) {
+fn forward_part(n: usize, w_t: &[f32], b_hh: &[f32], gamma: &[f32], mut p: Forward) {
     let g = 3 * n;
     let save = !p.hn.is_empty();
     let mut h = p.h0.to_vec();
-    let mut hp = vec![0.0; h.len() / n.max(1) * g];
+    let rows_all = h.len() / n.max(1);
+    let mut hp = vec![0.0; rows_all * g];
+    let normed = !gamma.is_empty();
+    let scratch = |len: usize| vec![0.0; if normed && !save { len } else { 0 }];
+    let (mut r_tmp, mut rs_tmp) = (scratch(rows_all * g), scratch(rows_all));
     let mut hn = vec![0.0; if save { 0 } else { h.len() }];
     let zoned = !p.zone_h.is_empty();
     let mut prev = vec![0.0; if zoned { h.len() } else { 0 }];
@@ -129,12 +141,31 @@ fn forward_part(n: usize, w_t: &[f32], b_hh: &[f32], mut p: Forward) {
         if zoned {
             prev[..rows * n].copy_from_slice(&h[..rows * n]);
         }
-        matmul(
-            &mut hp,
-            View::row_major(&h, rows, n),
-            View::row_major(w_t, n, g),
-            false,
-        );
+        if normed {
+            let r = match p.r_hat.get_mut(t) {
+                Some(r) => &mut r[..rows * g],
+                None => &mut r_tmp[..rows * g],
+            };
+            let scale = match p.r_scale.get_mut(t) {
+                Some(s) => &mut s[..rows],
+                None => &mut rs_tmp[..rows],
+            };
+            matmul(
+                r,
+                View::row_major(&h, rows, n),
+                View::row_major(w_t, n, g),
+                false,
+            );
+            normalise(g, r, scale);
+            scale_rows(g, &mut hp[..rows * g], r, gamma);
+        } else {
+            matmul(
+                &mut hp,
+                View::row_major(&h, rows, n),
+                View::row_major(w_t, n, g),
+                false,
+            );
+        }
         let hn = if save {
             &mut p.hn[t][..rows * n]
         } else {
@@ -176,6 +207,9 @@ pub(crate) fn forward<X: Buffer>(
     let mut y = vec![0.0; d.y_len(Cell::Gru)];
     let mut h_prev = vec![0.0; if save { steps * bh } else { 0 }];
     let mut hn = vec![0.0; if save { steps * bh } else { 0 }];
+    let normed = inputs.norm.is_on();
+    let mut r_hat = vec![0.0; if save && normed { steps * batch * g } else { 0 }];
+    let mut r_scale = vec![0.0; if save && normed { steps * batch } else { 0 }];
     {
         let mut xp = split_mut(act.as_mut(), batch, g, cuts);
         let mut out = split_mut(&mut y, batch, n, cuts);
@@ -183,6 +217,8 @@ pub(crate) fn forward<X: Buffer>(
         let mut hp = split_mut(&mut h_prev, batch, n, cuts);
         let mut hns = split_mut(&mut hn, batch, n, cuts);
         let mut zh = split(&inputs.zone_h, batch, n, cuts);
+        let mut rh = split_mut(&mut r_hat, batch, g, cuts);
+        let mut rs = split_mut(&mut r_scale, batch, 1, cuts);
         let parts = active(&inputs.active, cuts)
             .into_iter()
             .enumerate()
@@ -194,9 +230,12 @@ pub(crate) fn forward<X: Buffer>(
                 h_prev: take(&mut hp, k),
                 hn: take(&mut hns, k),
                 zone_h: take(&mut zh, k),
+                r_hat: take(&mut rh, k),
+                r_scale: take(&mut rs, k),
             })
             .collect();
-        run(parts, |part| forward_part(n, &w_t, &b_hh, part));
+        let gamma = &inputs.norm.gamma_hh;
+        run(parts, |part| forward_part(n, &w_t, &b_hh, gamma, part));
     }
     let saved = save.then_some(Saved {
         cell: Cell::Gru,
@@ -211,6 +250,12 @@ pub(crate) fn forward<X: Buffer>(
         w_hr: Vec::new(),
         zone_h: inputs.zone_h,
         zone_c: Vec::new(),
+        norm: NormSaved {
+            params: inputs.norm,
+            r_hat,
+            r_scale,
+            ..NormSaved::default()
+        },
     });
     (y, saved)
 }
@@ -228,10 +273,16 @@ struct Backward<'a> {
     hn: Vec<&'a [f32]>,
     dh0: &'a mut [f32],
     zone_h: Vec<&'a [f32]>,
+    /// Layer-normalised (empty lists: not): the saved `r̂` and scales, and per step the `dr`
+    /// the backward pass writes.
+    r_hat: Vec<&'a [f32]>,
+    r_scale: Vec<&'a [f32]>,
+    dr: Vec<&'a mut [f32]>,
 }
 
-fn backward_part(n: usize, w_hh: &[f32], mut b: Backward) {
+fn backward_part(n: usize, w_hh: &[f32], gamma: &[f32], mut b: Backward) {
     let g = 3 * n;
+    let normed = !gamma.is_empty();
     let steps = b.active.len();
     let mut dh = b.dy[steps].to_vec();
     let zoned = !b.zone_h.is_empty();
@@ -260,9 +311,17 @@ fn backward_part(n: usize, w_hh: &[f32], mut b: Backward) {
             &b.h_prev[t][..rows * n],
             &b.hn[t][..rows * n],
         );
+        let dr = if normed {
+            let dr = &mut b.dr[t][..rows * g];
+            scale_rows(g, dr, &b.dhp[t][..rows * g], gamma);
+            normalise_backward(g, dr, &b.r_hat[t][..rows * g], &b.r_scale[t][..rows]);
+            &*dr
+        } else {
+            &b.dhp[t][..rows * g]
+        };
         matmul(
             &mut dh[..rows * n],
-            View::row_major(&b.dhp[t][..rows * g], rows, g),
+            View::row_major(dr, rows, g),
             View::row_major(w_hh, g, n),
             true,
         );
@@ -280,6 +339,9 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
     let mut dg_buf = saved.act;
     let mut dhp = vec![0.0; steps * batch * g];
     let mut h0 = vec![0.0; batch * n];
+    let norm = &saved.norm;
+    let normed = norm.params.is_on();
+    let mut dr_buf = vec![0.0; if normed { steps * batch * g } else { 0 }];
     {
         let mut dg = split_mut(dg_buf.as_mut(), batch, g, cuts);
         let mut dhps = split_mut(&mut dhp, batch, g, cuts);
@@ -288,6 +350,9 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
         let mut hns = split(&saved.extra, batch, n, cuts);
         let mut dh0 = split_mut(&mut h0, batch, n, cuts);
         let mut zh = split(&saved.zone_h, batch, n, cuts);
+        let mut rh = split(&norm.r_hat, batch, g, cuts);
+        let mut rs = split(&norm.r_scale, batch, 1, cuts);
+        let mut drs = split_mut(&mut dr_buf, batch, g, cuts);
         let parts = active(&saved.active, cuts)
             .into_iter()
             .enumerate()
@@ -300,11 +365,23 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
                 hn: take(&mut hns, k),
                 dh0: one_mut(&mut take(&mut dh0, k)),
                 zone_h: take(&mut zh, k),
+                r_hat: take(&mut rh, k),
+                r_scale: take(&mut rs, k),
+                dr: take(&mut drs, k),
             })
             .collect();
-        run(parts, |part| backward_part(n, &saved.w_hh, part));
+        let gamma = &norm.params.gamma_hh;
+        run(parts, |part| backward_part(n, &saved.w_hh, gamma, part));
     }
-    let w_hh = weight_grad(&dhp, &saved.h_prev, g, n);
+    let (w_hh, norm) = if normed {
+        let grads = Norm {
+            gamma_hh: column_sums(g, &dhp, &norm.r_hat),
+            ..Norm::default()
+        };
+        (weight_grad(&dr_buf, &saved.h_prev, g, n), grads)
+    } else {
+        (weight_grad(&dhp, &saved.h_prev, g, n), Norm::default())
+    };
     let mut b_hh = vec![0.0; g];
     for row in dhp.chunks_exact(g) {
         for (b, v) in b_hh.iter_mut().zip(row) {
@@ -318,5 +395,6 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
         b_hh,
         h0,
         c0: Vec::new(),
+        norm,
     }
 }

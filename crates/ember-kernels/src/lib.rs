@@ -21,6 +21,11 @@
 //! Zoneout: with masks `zone_h` (and an LSTM's `zone_c`), each step's new state is mixed
 //! with the previous one unit by unit (module `zoneout`); no masks, no zoneout.
 //!
+//! Layer normalisation (an LSTM's or GRU's [`Norm`]): the recurrent product `h_{t-1} W_hhᵀ` is
+//! normalised over its `G·H` values (gain `γ_hh`, module `layer_norm`) before it joins `xp`, and an
+//! LSTM's `c_t` is normalised (gain `γ_c`, bias `β_c`) before its `tanh`. The input side's norm
+//! is in `xp`, done outside with the projection.
+//!
 //! Tensors are row-major. The forward output `y` holds the outputs `[T, batch, H_out]`, then
 //! `h_n [batch, H_out]` and, for an LSTM, `c_n [batch, H]` ([`Dims::y_len`] values); the
 //! backward pass takes `dL/dy` of that layout. `H_out` is `H`, or an LSTM's `proj_size`.
@@ -30,6 +35,7 @@ pub mod affine;
 pub mod cross_entropy;
 pub mod dropout;
 mod gru;
+mod layer_norm;
 mod lstm;
 pub mod math;
 mod matmul;
@@ -137,6 +143,34 @@ pub struct Inputs<X: Buffer = Vec<f32>> {
     pub zone_h: Vec<f32>,
     /// LSTM only: zoneout of `c`, `[T, batch, H]`, as [`Self::zone_h`]. Empty: none.
     pub zone_c: Vec<f32>,
+    /// Layer normalisation inside the recurrence (LSTM and GRU); the default: none.
+    pub norm: Norm,
+}
+
+/// The gains and bias of a LayerNorm LSTM's or GRU's recurrence (haste's `LayerNormLSTM`,
+/// `LayerNormGRU`, in PyTorch's gate order):
+///
+/// ```text
+/// LSTM: gates = xp_t + LN(h_{t-1} W_hhᵀ) ⊙ γ_hh      h_t = o ⊙ tanh(LN(c_t) ⊙ γ_c + β_c)
+/// GRU:  hp = LN(h_{t-1} W_hhᵀ) ⊙ γ_hh + b_hh        (then the GRU step as without)
+/// ```
+/// where `LN` normalises each row over its values (`ε = 1e-5`, biased variance). Also the
+/// layout of their gradients in [`Grads::norm`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Norm {
+    /// `γ_hh`, `[G·H]`. Empty: no layer normalisation at all.
+    pub gamma_hh: Vec<f32>,
+    /// LSTM only: `γ_c`, `[H]`.
+    pub gamma_c: Vec<f32>,
+    /// LSTM only: `β_c`, `[H]`.
+    pub beta_c: Vec<f32>,
+}
+
+impl Norm {
+    /// Whether the recurrence is layer-normalised.
+    pub fn is_on(&self) -> bool {
+        !self.gamma_hh.is_empty()
+    }
 }
 
 /// What the backward pass needs, kept by the forward pass.
@@ -160,6 +194,21 @@ pub struct Saved<X: Buffer = Vec<f32>> {
     /// The zoneout masks of the forward pass (empty: none).
     zone_h: Vec<f32>,
     zone_c: Vec<f32>,
+    /// Layer normalisation (see [`NormSaved`]).
+    norm: NormSaved,
+}
+
+/// What the backward pass of a layer-normalised recurrence keeps (all empty without).
+#[derive(Debug, Clone, Default)]
+struct NormSaved {
+    /// The gains and bias.
+    params: Norm,
+    /// The normalised recurrent products `[T, batch, G·H]` and their `1/√(σ² + ε)`, `[T, batch]`.
+    r_hat: Vec<f32>,
+    r_scale: Vec<f32>,
+    /// LSTM: the normalised `c_t`, `[T, batch, H]`, and their scales `[T, batch]`.
+    c_hat: Vec<f32>,
+    c_scale: Vec<f32>,
 }
 
 /// The gradients of one backward pass.
@@ -177,6 +226,8 @@ pub struct Grads<X: Buffer = Vec<f32>> {
     pub h0: Vec<f32>,
     /// LSTM: `dL/dc_0`, `[batch, H]`; otherwise empty.
     pub c0: Vec<f32>,
+    /// Layer-normalised: `dL/dγ_hh` and, for an LSTM, `dL/dγ_c`, `dL/dβ_c`; otherwise empty.
+    pub norm: Norm,
 }
 
 /// Why the inputs cannot run.
@@ -235,6 +286,23 @@ impl<X: Buffer> Inputs<X> {
                 )));
             }
             expect.push(("zone_c", self.zone_c.len(), steps * batch * hidden));
+        }
+        if self.norm.is_on() {
+            match self.cell {
+                Cell::Rnn { .. } => {
+                    return Err(ShapeError(
+                        "layer normalisation is for an LSTM or GRU, not an RNN".into(),
+                    ))
+                }
+                Cell::Lstm => {
+                    expect.push(("norm.gamma_hh", self.norm.gamma_hh.len(), g));
+                    expect.push(("norm.gamma_c", self.norm.gamma_c.len(), hidden));
+                    expect.push(("norm.beta_c", self.norm.beta_c.len(), hidden));
+                }
+                Cell::Gru => expect.push(("norm.gamma_hh", self.norm.gamma_hh.len(), g)),
+            }
+        } else if !self.norm.gamma_c.is_empty() || !self.norm.beta_c.is_empty() {
+            return Err(ShapeError("norm.gamma_c without norm.gamma_hh".into()));
         }
         for (name, got, want) in expect {
             if got != want {

@@ -13,13 +13,23 @@
 //! ```
 //! With zoneout (module `zoneout`) `c_t` and `h_t` above are the new values `c̃_t`, `h̃_t`, mixed
 //! with `c_{t-1}`, `h_{t-1}` by the step's masks; the backward pass splits `dh` and `dc` first.
+//!
+//! Layer-normalised ([`crate::Norm`], module `layer_norm`):
+//! ```text
+//! gates = xp_t + γ_hh ⊙ r̂,  r̂ = LN(h_{t-1} W_hhᵀ)      h_t = o ⊙ tanh(γ_c ⊙ ĉ + β_c),  ĉ = LN(c_t)
+//! ```
+//! backward: `dn = dh ⊙ o ⊙ (1 − tanh²)` gives `dγ_c = Σ dn ⊙ ĉ`, `dβ_c = Σ dn` and, through the
+//! norm, the `c_t` gradient that replaces `dh ⊙ o ⊙ (1 − tanh²c_t)` above; `d(gates)` gives
+//! `dγ_hh = Σ d(gates) ⊙ r̂` and `dr`, through the norm from `γ_hh ⊙ d(gates)`, which takes the
+//! place of `d(gates)` in `dh_{t-1}` and `dW_hh`.
 
+use crate::layer_norm::{add_scaled, column_sums, normalise, normalise_backward, scale_rows};
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
 use crate::rows::{active, one, one_mut, run, split, split_mut, take};
 use crate::simd::{blocks, multiversion};
 use crate::zoneout::{self, add, zone};
-use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Saved};
+use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Norm, NormSaved, Saved};
 
 multiversion! {
     /// One step's gates for `rows` rows: activates `gates [rows, 4H]` in place, updates `c`,
@@ -84,6 +94,110 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// The first half of a layer-normalised step for `rows` rows: activates `gates [rows, 4H]`
+    /// in place and updates `c`.
+    fn cell_gates(hidden: usize, gates: &mut [f32], c: &mut [f32]) {
+        let n = hidden;
+        for (g, c) in gates.chunks_exact_mut(4 * n).zip(c.chunks_exact_mut(n)) {
+            let (gi, rest) = g.split_at_mut(n);
+            let (gf, rest) = rest.split_at_mut(n);
+            let (gg, go) = rest.split_at_mut(n);
+            blocks([], [gi, gf, gg, go, c], |[], v| {
+                let [gi, gf, gg, go, c] = *v;
+                let (i, f, g, o) = (sigmoid(gi), sigmoid(gf), tanh(gg), sigmoid(go));
+                *v = [i, f, g, o, f * c + i * g];
+            });
+        }
+    }
+}
+
+multiversion! {
+    /// The second half: from the activations `act [rows, 4H]` and the normalised `ĉ`, writes
+    /// `t = tanh(γ_c ⊙ ĉ + β_c)` to `tanh_c` and `o ⊙ t` to `h`.
+    fn cell_output(
+        hidden: usize,
+        act: &[f32],
+        c_hat: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        h: &mut [f32],
+        tanh_c: &mut [f32],
+    ) {
+        let n = hidden;
+        for (((a, ch), h), tc) in act
+            .chunks_exact(4 * n)
+            .zip(c_hat.chunks_exact(n))
+            .zip(h.chunks_exact_mut(n))
+            .zip(tanh_c.chunks_exact_mut(n))
+        {
+            let o = &a[3 * n..];
+            blocks([o, ch, gamma, beta], [h, tc], |&[o, ch, g, b], v| {
+                let t = tanh(g * ch + b);
+                *v = [o * t, t];
+            });
+        }
+    }
+}
+
+multiversion! {
+    /// `dn = dh ⊙ o ⊙ (1 − t²)`: the gradient of `γ_c ⊙ ĉ + β_c`, from the activations `act
+    /// [rows, 4H]` (their `o`) and `t` in `tanh_c`.
+    fn output_backward(hidden: usize, act: &[f32], dh: &[f32], tanh_c: &[f32], dn: &mut [f32]) {
+        let n = hidden;
+        for (((a, dh), tc), dn) in act
+            .chunks_exact(4 * n)
+            .zip(dh.chunks_exact(n))
+            .zip(tanh_c.chunks_exact(n))
+            .zip(dn.chunks_exact_mut(n))
+        {
+            let o = &a[3 * n..];
+            blocks([o, dh, tc], [dn], |&[o, dh, t], v| {
+                v[0] = dh * o * (1.0 - t * t);
+            });
+        }
+    }
+}
+
+multiversion! {
+    /// [`cell_backward`] of a layer-normalised step: `dc_h` is the gradient that reaches `c_t`
+    /// through the output's norm, `tanh_c` holds `t`.
+    fn cell_backward_norm(
+        hidden: usize,
+        act: &mut [f32],
+        dh: &[f32],
+        dc_h: &[f32],
+        dc: &mut [f32],
+        c_prev: &[f32],
+        tanh_c: &[f32],
+    ) {
+        let n = hidden;
+        for (((((a, dh), dch), dc), cp), tc) in act
+            .chunks_exact_mut(4 * n)
+            .zip(dh.chunks_exact(n))
+            .zip(dc_h.chunks_exact(n))
+            .zip(dc.chunks_exact_mut(n))
+            .zip(c_prev.chunks_exact(n))
+            .zip(tanh_c.chunks_exact(n))
+        {
+            let (ai, rest) = a.split_at_mut(n);
+            let (af, rest) = rest.split_at_mut(n);
+            let (ag, ao) = rest.split_at_mut(n);
+            blocks([dh, dch, cp, tc], [ai, af, ag, ao, dc], |&[dh, dch, cp, t], v| {
+                let [i, f, g, o, dc] = *v;
+                let dct = dc + dch;
+                *v = [
+                    dct * g * i * (1.0 - i),
+                    dct * cp * f * (1.0 - f),
+                    dct * i * (1.0 - g * g),
+                    dh * t * o * (1.0 - o),
+                    dct * f,
+                ];
+            });
+        }
+    }
+}
+
 /// One part's rows of the forward pass's buffers (per step: `[rows, ·]` blocks).
 struct Forward<'a> {
     active: Vec<usize>,
@@ -101,6 +215,11 @@ struct Forward<'a> {
     /// Zoneout masks per step (empty lists: none).
     zone_h: Vec<&'a [f32]>,
     zone_c: Vec<&'a [f32]>,
+    /// Layer-normalised and saving: `r̂`, `ĉ` and their scales per step (empty lists: not).
+    r_hat: Vec<&'a mut [f32]>,
+    r_scale: Vec<&'a mut [f32]>,
+    c_hat: Vec<&'a mut [f32]>,
+    c_scale: Vec<&'a mut [f32]>,
 }
 
 /// The weights every part reads.
@@ -110,6 +229,21 @@ struct Weights<'a> {
     /// `W_hhᵀ [H_out, 4H]`, `W_hrᵀ [H, H_out]` (empty unless projected).
     w_t: &'a [f32],
     w_hr_t: &'a [f32],
+    norm: &'a Norm,
+}
+
+/// A step's block of a saved per-step buffer, or of the scratch buffer used instead when not
+/// saving.
+fn block<'b>(
+    saved: &'b mut [&mut [f32]],
+    t: usize,
+    scratch: &'b mut [f32],
+    len: usize,
+) -> &'b mut [f32] {
+    match saved.get_mut(t) {
+        Some(s) => &mut s[..len],
+        None => &mut scratch[..len],
+    }
 }
 
 fn forward_part(w: &Weights, mut p: Forward) {
@@ -120,18 +254,34 @@ fn forward_part(w: &Weights, mut p: Forward) {
     let mut h_full = vec![0.0; if save && projected { 0 } else { c.len() }];
     let (zoned_h, zoned_c) = (!p.zone_h.is_empty(), !p.zone_c.is_empty());
     let mut c_old = vec![0.0; if zoned_c { c.len() } else { 0 }];
+    let (normed, rows_all) = (w.norm.is_on(), c.len() / n.max(1));
+    let scratch = |len: usize| vec![0.0; if normed && !save { len } else { 0 }];
+    let (mut r_tmp, mut rs_tmp) = (scratch(rows_all * g), scratch(rows_all));
+    let (mut c_tmp, mut cs_tmp) = (scratch(rows_all * n), scratch(rows_all));
     for (t, &rows) in p.active.iter().enumerate() {
         if save {
             p.h_prev[t].copy_from_slice(&h);
             p.c_prev[t].copy_from_slice(&c);
         }
         let gates = &mut p.xp[t][..rows * g];
-        matmul(
-            gates,
-            View::row_major(&h, rows, out_w),
-            View::row_major(w.w_t, out_w, g),
-            true,
-        );
+        if normed {
+            let r = block(&mut p.r_hat, t, &mut r_tmp, rows * g);
+            matmul(
+                r,
+                View::row_major(&h, rows, out_w),
+                View::row_major(w.w_t, out_w, g),
+                false,
+            );
+            normalise(g, r, block(&mut p.r_scale, t, &mut rs_tmp, rows));
+            add_scaled(g, gates, r, &w.norm.gamma_hh);
+        } else {
+            matmul(
+                gates,
+                View::row_major(&h, rows, out_w),
+                View::row_major(w.w_t, out_w, g),
+                true,
+            );
+        }
         let tc = if save {
             &mut p.tanh_c[t][..rows * n]
         } else {
@@ -145,7 +295,16 @@ fn forward_part(w: &Weights, mut p: Forward) {
         if zoned_c {
             c_old[..rows * n].copy_from_slice(&c[..rows * n]);
         }
-        cell(n, gates, &mut c[..rows * n], hf, tc);
+        if normed {
+            cell_gates(n, gates, &mut c[..rows * n]);
+            let c_hat = block(&mut p.c_hat, t, &mut c_tmp, rows * n);
+            c_hat.copy_from_slice(&c[..rows * n]);
+            normalise(n, c_hat, block(&mut p.c_scale, t, &mut cs_tmp, rows));
+            let (gamma, beta) = (&w.norm.gamma_c, &w.norm.beta_c);
+            cell_output(n, gates, c_hat, gamma, beta, hf, tc);
+        } else {
+            cell(n, gates, &mut c[..rows * n], hf, tc);
+        }
         if zoned_c {
             zone(
                 &mut c[..rows * n],
@@ -195,6 +354,11 @@ pub(crate) fn forward<X: Buffer>(
     let mut c_prev = saved(true, bh);
     let mut tanh_c = saved(true, bh);
     let mut h_full = saved(projected, bh);
+    let normed = inputs.norm.is_on();
+    let mut r_hat = saved(normed, batch * g);
+    let mut r_scale = saved(normed, batch);
+    let mut c_hat = saved(normed, bh);
+    let mut c_scale = saved(normed, batch);
     {
         let (hs, cs) = y.split_at_mut((steps + 1) * bp);
         let mut xp = split_mut(act.as_mut(), batch, g, cuts);
@@ -208,6 +372,10 @@ pub(crate) fn forward<X: Buffer>(
         let mut hf = split_mut(&mut h_full, batch, n, cuts);
         let mut zh = split(&inputs.zone_h, batch, p, cuts);
         let mut zc = split(&inputs.zone_c, batch, n, cuts);
+        let mut rh = split_mut(&mut r_hat, batch, g, cuts);
+        let mut rs = split_mut(&mut r_scale, batch, 1, cuts);
+        let mut ch = split_mut(&mut c_hat, batch, n, cuts);
+        let mut cs = split_mut(&mut c_scale, batch, 1, cuts);
         let parts = active(&inputs.active, cuts)
             .into_iter()
             .enumerate()
@@ -224,6 +392,10 @@ pub(crate) fn forward<X: Buffer>(
                 h_full: take(&mut hf, k),
                 zone_h: take(&mut zh, k),
                 zone_c: take(&mut zc, k),
+                r_hat: take(&mut rh, k),
+                r_scale: take(&mut rs, k),
+                c_hat: take(&mut ch, k),
+                c_scale: take(&mut cs, k),
             })
             .collect();
         let w = Weights {
@@ -231,6 +403,7 @@ pub(crate) fn forward<X: Buffer>(
             output: p,
             w_t: &w_t,
             w_hr_t: &w_hr_t,
+            norm: &inputs.norm,
         };
         run(parts, |part| forward_part(&w, part));
     }
@@ -247,6 +420,13 @@ pub(crate) fn forward<X: Buffer>(
         h_full,
         zone_h: inputs.zone_h,
         zone_c: inputs.zone_c,
+        norm: NormSaved {
+            params: inputs.norm,
+            r_hat,
+            r_scale,
+            c_hat,
+            c_scale,
+        },
     });
     (y, saved)
 }
@@ -267,11 +447,29 @@ struct Backward<'a> {
     dc0: &'a mut [f32],
     zone_h: Vec<&'a [f32]>,
     zone_c: Vec<&'a [f32]>,
+    /// Layer-normalised (empty lists: not): the saved `r̂`, `ĉ` and scales, and per step the
+    /// `dr` and `dn` the backward pass writes.
+    r_hat: Vec<&'a [f32]>,
+    r_scale: Vec<&'a [f32]>,
+    c_hat: Vec<&'a [f32]>,
+    c_scale: Vec<&'a [f32]>,
+    dr: Vec<&'a mut [f32]>,
+    dn: Vec<&'a mut [f32]>,
 }
 
-fn backward_part(hidden: usize, output: usize, w_hh: &[f32], w_hr: &[f32], mut b: Backward) {
+/// The backward pass of one part, with `W_hh [4H, H_out]` and `W_hr [H_out, H]` (empty unless
+/// projected).
+fn backward_part(
+    hidden: usize,
+    output: usize,
+    w_hh: &[f32],
+    w_hr: &[f32],
+    norm: &Norm,
+    mut b: Backward,
+) {
     let (n, p, g) = (hidden, output, 4 * hidden);
     let projected = !w_hr.is_empty();
+    let normed = norm.is_on();
     let steps = b.active.len();
     let mut dh = b.dy[steps].to_vec();
     let mut dc = b.dc_n.to_vec();
@@ -279,6 +477,7 @@ fn backward_part(hidden: usize, output: usize, w_hh: &[f32], w_hr: &[f32], mut b
     let (zoned_h, zoned_c) = (!b.zone_h.is_empty(), !b.zone_c.is_empty());
     let mut carry_h = vec![0.0; if zoned_h { dh.len() } else { 0 }];
     let mut carry_c = vec![0.0; if zoned_c { dc.len() } else { 0 }];
+    let mut dc_h = vec![0.0; if normed { dc.len() } else { 0 }];
     for t in (0..steps).rev() {
         let rows = b.active[t];
         b.dg[t][rows * g..].fill(0.0);
@@ -309,10 +508,24 @@ fn backward_part(hidden: usize, output: usize, w_hh: &[f32], w_hr: &[f32], mut b
         }
         let step = &mut b.dg[t][..rows * g];
         let (c_prev, tanh_c) = (&b.c_prev[t][..rows * n], &b.tanh_c[t][..rows * n]);
-        cell_backward(n, step, dhf, &mut dc[..rows * n], c_prev, tanh_c);
+        let dr = if normed {
+            let dn = &mut b.dn[t][..rows * n];
+            output_backward(n, step, dhf, tanh_c, dn);
+            let dch = &mut dc_h[..rows * n];
+            scale_rows(n, dch, dn, &norm.gamma_c);
+            normalise_backward(n, dch, &b.c_hat[t][..rows * n], &b.c_scale[t][..rows]);
+            cell_backward_norm(n, step, dhf, dch, &mut dc[..rows * n], c_prev, tanh_c);
+            let dr = &mut b.dr[t][..rows * g];
+            scale_rows(g, dr, step, &norm.gamma_hh);
+            normalise_backward(g, dr, &b.r_hat[t][..rows * g], &b.r_scale[t][..rows]);
+            &*dr
+        } else {
+            cell_backward(n, step, dhf, &mut dc[..rows * n], c_prev, tanh_c);
+            &*step
+        };
         matmul(
             &mut dh[..rows * p],
-            View::row_major(step, rows, g),
+            View::row_major(dr, rows, g),
             View::row_major(w_hh, g, p),
             false,
         );
@@ -335,6 +548,10 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
     let mut dg_buf = saved.act;
     let mut dh_out = vec![0.0; if projected { steps * bp } else { 0 }];
     let (mut h0, mut c0) = (vec![0.0; bp], vec![0.0; bh]);
+    let norm = &saved.norm;
+    let normed = norm.params.is_on();
+    let mut dr_buf = vec![0.0; if normed { steps * batch * g } else { 0 }];
+    let mut dn_buf = vec![0.0; if normed { steps * bh } else { 0 }];
     {
         let (dys, dcs) = dy.split_at((steps + 1) * bp);
         let mut dg = split_mut(dg_buf.as_mut(), batch, g, cuts);
@@ -347,6 +564,12 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
         let mut dc0 = split_mut(&mut c0, batch, n, cuts);
         let mut zh = split(&saved.zone_h, batch, p, cuts);
         let mut zc = split(&saved.zone_c, batch, n, cuts);
+        let mut rh = split(&norm.r_hat, batch, g, cuts);
+        let mut rs = split(&norm.r_scale, batch, 1, cuts);
+        let mut ch = split(&norm.c_hat, batch, n, cuts);
+        let mut cs = split(&norm.c_scale, batch, 1, cuts);
+        let mut drs = split_mut(&mut dr_buf, batch, g, cuts);
+        let mut dns = split_mut(&mut dn_buf, batch, n, cuts);
         let parts = active(&saved.active, cuts)
             .into_iter()
             .enumerate()
@@ -362,13 +585,30 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
                 dc0: one_mut(&mut take(&mut dc0, k)),
                 zone_h: take(&mut zh, k),
                 zone_c: take(&mut zc, k),
+                r_hat: take(&mut rh, k),
+                r_scale: take(&mut rs, k),
+                c_hat: take(&mut ch, k),
+                c_scale: take(&mut cs, k),
+                dr: take(&mut drs, k),
+                dn: take(&mut dns, k),
             })
             .collect();
+        let (w_hh, w_hr) = (&saved.w_hh, &saved.w_hr);
         run(parts, |part| {
-            backward_part(n, p, &saved.w_hh, &saved.w_hr, part)
+            backward_part(n, p, w_hh, w_hr, &norm.params, part)
         });
     }
-    let w_hh = weight_grad(dg_buf.as_ref(), &saved.h_prev, g, p);
+    let (w_hh, norm) = if normed {
+        let grads = Norm {
+            gamma_hh: column_sums(g, dg_buf.as_ref(), &norm.r_hat),
+            gamma_c: column_sums(n, &dn_buf, &norm.c_hat),
+            beta_c: column_sums(n, &dn_buf, &[]),
+        };
+        (weight_grad(&dr_buf, &saved.h_prev, g, p), grads)
+    } else {
+        let w_hh = weight_grad(dg_buf.as_ref(), &saved.h_prev, g, p);
+        (w_hh, Norm::default())
+    };
     let w_hr = if projected {
         weight_grad(&dh_out, &saved.h_full, p, n)
     } else {
@@ -381,5 +621,6 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
         b_hh: Vec::new(),
         h0,
         c0,
+        norm,
     }
 }

@@ -131,6 +131,7 @@ pub(crate) fn forward<X: Buffer>(
         w_hr: Vec::new(),
         zone_h: inputs.zone_h,
         zone_c: Vec::new(),
+        norm: Default::default(),
     });
     (y, saved)
 }
@@ -217,5 +218,6 @@ pub(crate) fn backward<X: Buffer>(
         w_hr: Vec::new(),
         h0,
         c0: Vec::new(),
+        norm: Default::default(),
     }
 }

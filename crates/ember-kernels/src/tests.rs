@@ -24,12 +24,27 @@ fn sig(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// One problem: the inputs as `f64`, in the order xp, w_hh, b_hh, h0, c0, w_hr.
+/// `LN(v) ⊙ γ (+ β)` in `f64`: PyTorch's `layer_norm` over all of `v` (`ε = 1e-5`).
+fn layer_norm(v: &[f64], gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+    let len = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / len;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / len;
+    let s = 1.0 / (var + 1e-5).sqrt();
+    (0..v.len())
+        .map(|k| (v[k] - mean) * s * gamma[k] + beta.get(k).copied().unwrap_or(0.0))
+        .collect()
+}
+
+/// Arguments of a [`Problem`].
+const ARGS: usize = 9;
+
+/// One problem: the inputs as `f64`, in the order xp, w_hh, b_hh, h0, c0, w_hr, γ_hh, γ_c, β_c
+/// (the last three empty unless layer-normalised).
 struct Problem {
     cell: Cell,
     dims: Dims,
     active: Vec<usize>,
-    args: [Vec<f64>; 6],
+    args: [Vec<f64>; ARGS],
     /// Zoneout masks of `h` and `c` (empty: none).
     zone: [Vec<f64>; 2],
 }
@@ -59,6 +74,9 @@ impl Problem {
             } else {
                 Vec::new()
             },
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
         ];
         Self {
             cell,
@@ -96,12 +114,27 @@ impl Problem {
         self
     }
 
+    /// Layer-normalised, with gains in `[0.5, 1.5)` and a bias in `[-0.5, 0.5)`.
+    fn normed(mut self, seed: u64) -> Self {
+        let mut rng = Lcg(seed);
+        let gains = |rng: &mut Lcg, n: usize| -> Vec<f64> {
+            rng.values(n, 0.5).into_iter().map(|v| 1.0 + v).collect()
+        };
+        let n = self.dims.hidden;
+        self.args[6] = gains(&mut rng, self.cell.gates() * n);
+        if self.cell == Cell::Lstm {
+            self.args[7] = gains(&mut rng, n);
+            self.args[8] = rng.values(n, 0.5);
+        }
+        self
+    }
+
     fn rows(&self, t: usize) -> usize {
         self.active.get(t).copied().unwrap_or(self.dims.batch)
     }
 
     /// `y` by the textbook equations, in `f64`.
-    fn reference(&self, a: &[Vec<f64>; 6]) -> Vec<f64> {
+    fn reference(&self, a: &[Vec<f64>; ARGS]) -> Vec<f64> {
         let Dims {
             steps,
             batch,
@@ -109,7 +142,8 @@ impl Problem {
             output: p,
         } = self.dims;
         let g = self.cell.gates() * n;
-        let [xp, w, b, h0, c0, w_hr] = a;
+        let [xp, w, b, h0, c0, w_hr, gamma_hh, gamma_c, beta_c] = a;
+        let normed = !gamma_hh.is_empty();
         let [zh, zc] = &self.zone;
         let (mut h, mut c) = (h0.clone(), c0.clone());
         let mut y = vec![0.0; self.dims.y_len(self.cell)];
@@ -117,36 +151,53 @@ impl Problem {
             for r in 0..self.rows(t) {
                 let x = &xp[(t * batch + r) * g..(t * batch + r + 1) * g];
                 let hr = h[r * p..(r + 1) * p].to_vec();
-                let rec = |k: usize| (0..p).map(|i| w[k * p + i] * hr[i]).sum::<f64>();
-                let mut new = vec![0.0; n];
-                for (j, v) in new.iter_mut().enumerate() {
-                    *v = match self.cell {
-                        Cell::Lstm => {
-                            let gate = |q: usize| x[q * n + j] + rec(q * n + j);
-                            let (i, f) = (sig(gate(0)), sig(gate(1)));
-                            let (gg, o) = (gate(2).tanh(), sig(gate(3)));
-                            let c_new = f * c[r * n + j] + i * gg;
-                            let m = zc.get((t * batch + r) * n + j).copied().unwrap_or(0.0);
-                            c[r * n + j] = m * c[r * n + j] + (1.0 - m) * c_new;
-                            o * c_new.tanh()
+                let mut rec: Vec<f64> = (0..g)
+                    .map(|k| (0..p).map(|i| w[k * p + i] * hr[i]).sum())
+                    .collect();
+                if normed {
+                    rec = layer_norm(&rec, gamma_hh, &[]);
+                }
+                let mut new = match self.cell {
+                    Cell::Lstm => {
+                        let gate = |q: usize, j: usize| x[q * n + j] + rec[q * n + j];
+                        let mut c_new = vec![0.0; n];
+                        let mut o = vec![0.0; n];
+                        for j in 0..n {
+                            let (i, f) = (sig(gate(0, j)), sig(gate(1, j)));
+                            o[j] = sig(gate(3, j));
+                            c_new[j] = f * c[r * n + j] + i * gate(2, j).tanh();
                         }
-                        Cell::Gru => {
-                            let hp = |q: usize| rec(q * n + j) + b[q * n + j];
+                        let c_out = if normed {
+                            layer_norm(&c_new, gamma_c, beta_c)
+                        } else {
+                            c_new.clone()
+                        };
+                        for (j, &cn) in c_new.iter().enumerate() {
+                            let m = zc.get((t * batch + r) * n + j).copied().unwrap_or(0.0);
+                            c[r * n + j] = m * c[r * n + j] + (1.0 - m) * cn;
+                        }
+                        (0..n).map(|j| o[j] * c_out[j].tanh()).collect::<Vec<f64>>()
+                    }
+                    Cell::Gru => (0..n)
+                        .map(|j| {
+                            let hp = |q: usize| rec[q * n + j] + b[q * n + j];
                             let rr = sig(x[j] + hp(0));
                             let z = sig(x[n + j] + hp(1));
                             let nn = (x[2 * n + j] + rr * hp(2)).tanh();
                             (1.0 - z) * nn + z * hr[j]
-                        }
-                        Cell::Rnn { relu } => {
-                            let pre = x[j] + rec(j);
+                        })
+                        .collect(),
+                    Cell::Rnn { relu } => (0..n)
+                        .map(|j| {
+                            let pre = x[j] + rec[j];
                             if relu {
                                 pre.max(0.0)
                             } else {
                                 pre.tanh()
                             }
-                        }
-                    };
-                }
+                        })
+                        .collect(),
+                };
                 if !w_hr.is_empty() {
                     new = (0..p)
                         .map(|k| (0..n).map(|j| w_hr[k * n + j] * new[j]).sum())
@@ -170,9 +221,10 @@ impl Problem {
         y
     }
 
-    fn kernel(&self, save: bool) -> (Vec<f32>, Option<Saved>) {
+    /// The kernel's inputs, in `f32`.
+    fn inputs(&self) -> Inputs {
         let f = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-        let inputs = Inputs {
+        Inputs {
             cell: self.cell,
             dims: self.dims,
             xp: f(&self.args[0]),
@@ -184,8 +236,16 @@ impl Problem {
             active: self.active.clone(),
             zone_h: f(&self.zone[0]),
             zone_c: f(&self.zone[1]),
-        };
-        forward(inputs, save).expect("valid inputs")
+            norm: Norm {
+                gamma_hh: f(&self.args[6]),
+                gamma_c: f(&self.args[7]),
+                beta_c: f(&self.args[8]),
+            },
+        }
+    }
+
+    fn kernel(&self, save: bool) -> (Vec<f32>, Option<Saved>) {
+        forward(self.inputs(), save).expect("valid inputs")
     }
 }
 
@@ -217,7 +277,7 @@ fn check_problem(p: Problem, seed: u64) {
     let weights = Lcg(seed + 1).values(y.len(), 1.0);
     let dy: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
     let grads = backward(saved.expect("saved"), &dy).expect("valid dy");
-    let loss = |a: &[Vec<f64>; 6]| {
+    let loss = |a: &[Vec<f64>; ARGS]| {
         p.reference(a)
             .iter()
             .zip(&weights)
@@ -231,8 +291,13 @@ fn check_problem(p: Problem, seed: u64) {
         &grads.h0,
         &grads.c0,
         &grads.w_hr,
+        &grads.norm.gamma_hh,
+        &grads.norm.gamma_c,
+        &grads.norm.beta_c,
     ];
-    let names = ["xp", "w_hh", "b_hh", "h0", "c0", "w_hr"];
+    let names = [
+        "xp", "w_hh", "b_hh", "h0", "c0", "w_hr", "gamma_hh", "gamma_c", "beta_c",
+    ];
     for (k, name) in names.iter().enumerate() {
         assert_eq!(got[k].len(), p.args[k].len(), "{cell:?} d{name} size");
         for i in 0..p.args[k].len() {
@@ -318,7 +383,7 @@ fn zoneout_matches_the_equations_and_finite_differences() {
 
 #[test]
 fn inference_gives_the_same_outputs() {
-    for cell in CELLS {
+    for (k, cell) in CELLS.into_iter().chain([Cell::Lstm, Cell::Gru]).enumerate() {
         let p = Problem::new(
             cell,
             Dims {
@@ -330,6 +395,8 @@ fn inference_gives_the_same_outputs() {
             vec![2, 2, 1, 0],
             7,
         );
+        // The last two: layer-normalised.
+        let p = if k >= CELLS.len() { p.normed(8) } else { p };
         let (with, saved) = p.kernel(true);
         let (without, none) = p.kernel(false);
         assert!(saved.is_some() && none.is_none());
@@ -362,6 +429,7 @@ fn wrong_sizes_are_refused() {
         active: Vec::new(),
         zone_h: Vec::new(),
         zone_c: Vec::new(),
+        norm: Norm::default(),
     };
     let err = forward(inputs.clone(), false).unwrap_err();
     assert_eq!(err.0, "h0 has 5 values, expected 6");
@@ -377,8 +445,60 @@ fn wrong_sizes_are_refused() {
     assert_eq!(err.0, "zone_h has 5 values, expected 12");
     inputs.zone_h = Vec::new();
     inputs.zone_c = vec![0.0; 12];
-    let err = forward(inputs, false).unwrap_err();
+    let err = forward(inputs.clone(), false).unwrap_err();
     assert!(err.0.contains("only an LSTM"), "{err}");
+    inputs.zone_c = Vec::new();
+    inputs.norm.gamma_hh = vec![1.0; 8];
+    let err = forward(inputs.clone(), false).unwrap_err();
+    assert_eq!(err.0, "norm.gamma_hh has 8 values, expected 9");
+    inputs.norm.gamma_hh = Vec::new();
+    inputs.norm.gamma_c = vec![1.0; 3];
+    let err = forward(inputs.clone(), false).unwrap_err();
+    assert_eq!(err.0, "norm.gamma_c without norm.gamma_hh");
+    inputs.cell = Cell::Rnn { relu: false };
+    inputs.dims.hidden = 3;
+    inputs.xp = vec![0.0; 2 * 2 * 3];
+    inputs.w_hh = vec![0.0; 9];
+    inputs.norm = Norm {
+        gamma_hh: vec![1.0; 3],
+        ..Norm::default()
+    };
+    let err = forward(inputs, false).unwrap_err();
+    assert!(err.0.contains("not an RNN"), "{err}");
+}
+
+/// Layer normalisation (LSTM with and without projection, GRU): full, packed and time-flipped,
+/// with and without zoneout, and hidden sizes over one 16-lane block (`G·H` 68 and 51 values).
+#[test]
+fn layer_norm_matches_the_equations_and_finite_differences() {
+    let cells = [(Cell::Lstm, 4), (Cell::Lstm, 2), (Cell::Gru, 4)];
+    for (s, (cell, output)) in cells.into_iter().enumerate() {
+        for (k, active) in [Vec::new(), vec![3, 3, 2, 1, 1], vec![1, 1, 2, 3, 3]]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 200 + 10 * s as u64 + k as u64;
+            let dims = Dims {
+                steps: 5,
+                batch: 3,
+                hidden: 4,
+                output,
+            };
+            let p = Problem::new(cell, dims, active, seed).normed(seed + 5);
+            let p = if k == 2 { p.zoned(seed + 3) } else { p };
+            check_problem(p, seed);
+        }
+        let wide = Dims {
+            steps: 3,
+            batch: 2,
+            hidden: 17,
+            output: if output == 4 { 17 } else { 5 },
+        };
+        check_problem(
+            Problem::new(cell, wide, vec![2, 2, 1], 290).normed(291),
+            290,
+        );
+    }
 }
 
 /// A batch cut into parts (each on its own thread) gives what one part gives: outputs and
@@ -407,24 +527,14 @@ fn a_batch_in_parts_matches_one_part() {
                 output,
             };
             let p = Problem::new(cell, dims, active.clone(), seed as u64 + 7);
-            // Zoneout on the second and third packings.
+            // Zoneout on the second and third packings, layer norm on the first and third.
             let p = if k > 0 { p.zoned(seed as u64 + 17) } else { p };
-            let inputs = || {
-                let f = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-                Inputs {
-                    cell,
-                    dims,
-                    xp: f(&p.args[0]),
-                    w_hh: f(&p.args[1]),
-                    b_hh: f(&p.args[2]),
-                    h0: f(&p.args[3]),
-                    c0: f(&p.args[4]),
-                    w_hr: f(&p.args[5]),
-                    active: active.clone(),
-                    zone_h: f(&p.zone[0]),
-                    zone_c: f(&p.zone[1]),
-                }
+            let p = if k != 1 && !matches!(cell, Cell::Rnn { .. }) {
+                p.normed(seed as u64 + 27)
+            } else {
+                p
             };
+            let inputs = || p.inputs();
             let one = [0, 20];
             let (y1, saved1) = forward_in_parts(inputs(), true, &one).expect("valid");
             let dy: Vec<f32> = Lcg(seed as u64)
@@ -452,6 +562,9 @@ fn a_batch_in_parts_matches_one_part() {
                 close("db_hh", &g1.b_hh, &g2.b_hh);
                 close("dh0", &g1.h0, &g2.h0);
                 close("dc0", &g1.c0, &g2.c0);
+                close("dgamma_hh", &g1.norm.gamma_hh, &g2.norm.gamma_hh);
+                close("dgamma_c", &g1.norm.gamma_c, &g2.norm.gamma_c);
+                close("dbeta_c", &g1.norm.beta_c, &g2.norm.beta_c);
             }
         }
     }

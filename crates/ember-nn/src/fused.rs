@@ -250,6 +250,7 @@ fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 1>, Option<No
         active: r.active,
         zone_h: r.zone_h.map(host).unwrap_or_default(),
         zone_c: r.zone_c.map(host).unwrap_or_default(),
+        norm: Default::default(),
     };
     let (y, saved) =
         ember_kernels::forward(inputs, save).expect("the layer passes matching shapes");
