@@ -6,12 +6,16 @@
 //! x̂ = (x − μ) ⊙ s,   s = 1 / √(σ² + ε)       (μ, σ² the row's mean and biased variance)
 //! dx = s ⊙ (dx̂ − mean(dx̂) − x̂ ⊙ mean(dx̂ ⊙ x̂))
 //! ```
-//! The gain `γ` (and bias `β`) are the callers': they multiply `x̂` and scale `dx̂`.
+//! The gain `γ` (and bias `β`) are the callers': they multiply `x̂` and scale `dx̂`. [`forward`]
+//! and [`backward`] are the whole `γ ⊙ LN(x)` over many rows (a LayerNorm cell's input side, all
+//! steps at once), on rayon's threads.
+
+use rayon::prelude::*;
 
 use crate::simd::{blocks, multiversion};
 
 /// `ε` of PyTorch's `layer_norm`.
-pub(crate) const EPS: f32 = 1e-5;
+pub const EPS: f32 = 1e-5;
 
 /// Lanes of the partial sums: independent accumulators, so the sums vectorise.
 const LANES: usize = 16;
@@ -101,6 +105,69 @@ multiversion! {
             });
         }
     }
+}
+
+/// Rows per task of [`forward`] and [`backward`].
+const ROWS_PER_TASK: usize = 64;
+
+/// What [`forward`] keeps for [`backward`]: `x̂` and each row's scale `1/√(σ² + ε)`.
+#[derive(Debug, Clone)]
+pub struct Normalised {
+    /// `x̂`, as `x`.
+    pub x_hat: Vec<f32>,
+    /// One scale per row.
+    pub scale: Vec<f32>,
+}
+
+/// `y = γ ⊙ LN(x)` for each row of `x [rows, width]`, `γ [width]`, and what [`backward`] needs.
+///
+/// # Panics
+/// If `x` is not whole rows of `γ`'s width.
+pub fn forward(x: &[f32], gamma: &[f32]) -> (Vec<f32>, Normalised) {
+    let width = gamma.len();
+    assert!(
+        width > 0 && x.len().is_multiple_of(width),
+        "layer norm: {} values are not rows of {width}",
+        x.len()
+    );
+    let mut x_hat = x.to_vec();
+    let mut scale = vec![0.0; x.len() / width];
+    let mut y = vec![0.0; x.len()];
+    let block = ROWS_PER_TASK * width;
+    x_hat
+        .par_chunks_mut(block)
+        .zip(scale.par_chunks_mut(ROWS_PER_TASK))
+        .zip(y.par_chunks_mut(block))
+        .for_each(|((xh, s), y)| {
+            normalise(width, xh, s);
+            scale_rows(width, y, xh, gamma);
+        });
+    (y, Normalised { x_hat, scale })
+}
+
+/// The backward pass of [`forward`]: `dL/dx` and `dL/dγ` from `dy = dL/dy`.
+///
+/// # Panics
+/// If `dy` does not have the shape of the forward pass's `x`.
+pub fn backward(dy: &[f32], saved: &Normalised, gamma: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let width = gamma.len();
+    assert_eq!(
+        dy.len(),
+        saved.x_hat.len(),
+        "layer norm: dy has the shape of x"
+    );
+    let dgamma = column_sums(width, dy, &saved.x_hat);
+    let mut dx = vec![0.0; dy.len()];
+    let block = ROWS_PER_TASK * width;
+    dx.par_chunks_mut(block)
+        .zip(dy.par_chunks(block))
+        .zip(saved.x_hat.par_chunks(block))
+        .zip(saved.scale.par_chunks(ROWS_PER_TASK))
+        .for_each(|(((dx, dy), xh), s)| {
+            scale_rows(width, dx, dy, gamma);
+            normalise_backward(width, dx, xh, s);
+        });
+    (dx, dgamma)
 }
 
 /// `Σ_rows a ⊙ b` over rows of `width` values (`b` empty: `Σ_rows a`): the gradient of a gain

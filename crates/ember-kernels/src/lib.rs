@@ -35,7 +35,7 @@ pub mod affine;
 pub mod cross_entropy;
 pub mod dropout;
 mod gru;
-mod layer_norm;
+pub mod layer_norm;
 mod lstm;
 pub mod math;
 mod matmul;

@@ -569,3 +569,55 @@ fn a_batch_in_parts_matches_one_part() {
         }
     }
 }
+
+/// `γ ⊙ LN(x)` over many rows (more than one task of rows, a width over one 16-lane block):
+/// `y` against [`layer_norm`] in `f64`, `dx` and `dγ` against finite differences.
+#[test]
+fn row_layer_norm_matches_the_equations_and_finite_differences() {
+    let (rows, width) = (70, 19);
+    let mut rng = Lcg(400);
+    let x = rng.values(rows * width, 2.0);
+    let gamma: Vec<f64> = rng.values(width, 0.5).iter().map(|v| 1.0 + v).collect();
+    let weights = rng.values(rows * width, 1.0);
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let reference = |x: &[f64], gamma: &[f64]| -> Vec<f64> {
+        x.chunks(width)
+            .flat_map(|row| layer_norm(row, gamma, &[]))
+            .collect()
+    };
+    let (y, saved) = layer_norm::forward(&f(&x), &f(&gamma));
+    for (k, (a, b)) in y.iter().zip(reference(&x, &gamma)).enumerate() {
+        assert!((*a as f64 - b).abs() < 2e-6, "y[{k}]: {a} vs {b}");
+    }
+    let (dx, dgamma) = layer_norm::backward(&f(&weights), &saved, &f(&gamma));
+    let loss = |x: &[f64], gamma: &[f64]| -> f64 {
+        reference(x, gamma)
+            .iter()
+            .zip(&weights)
+            .map(|(y, w)| y * w)
+            .sum()
+    };
+    let eps = 1e-5;
+    for i in (0..x.len()).step_by(7) {
+        let (mut up, mut down) = (x.clone(), x.clone());
+        up[i] += eps;
+        down[i] -= eps;
+        let fd = (loss(&up, &gamma) - loss(&down, &gamma)) / (2.0 * eps);
+        let g = dx[i] as f64;
+        assert!(
+            (g - fd).abs() < 1e-4 * (1.0 + fd.abs()),
+            "dx[{i}]: {g} vs {fd}"
+        );
+    }
+    for i in 0..width {
+        let (mut up, mut down) = (gamma.clone(), gamma.clone());
+        up[i] += eps;
+        down[i] -= eps;
+        let fd = (loss(&x, &up) - loss(&x, &down)) / (2.0 * eps);
+        let g = dgamma[i] as f64;
+        assert!(
+            (g - fd).abs() < 1e-4 * (1.0 + fd.abs()),
+            "dgamma[{i}]: {g} vs {fd}"
+        );
+    }
+}

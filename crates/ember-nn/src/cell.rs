@@ -217,6 +217,8 @@ pub(crate) fn masked<B: Backend>(
 pub struct CellOptions {
     /// The nonlinearity of an Elman RNN cell.
     pub nonlinearity: crate::rnn::Nonlinearity,
+    /// A LayerNorm LSTM or GRU cell (see [`crate::layer_norm`]).
+    pub layer_norm: bool,
 }
 
 /// The parameters every PyTorch recurrent cell has, for `gates` gate blocks.
@@ -272,11 +274,13 @@ pub fn times_transposed<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Te
 }
 
 /// `x W_ihᵀ + Σ biases` for a time-major `x [T, batch, in]`, as one affine map over all steps
-/// (on Burn's CPU backends one autodiff node; see `crate::affine`).
+/// (on Burn's CPU backends one autodiff node; see `crate::affine`). With a LayerNorm cell's
+/// `norm`, `LN(x W_ihᵀ) ⊙ γ_ih + Σ biases`.
 pub(crate) fn project<B: Backend>(
     x: Tensor<B, 3>,
     weight_ih: &Param<Tensor<B, 2>>,
     biases: &[&Option<Param<Tensor<B, 1>>>],
+    norm: Option<&crate::layer_norm::CellNorm<B>>,
 ) -> Tensor<B, 3> {
     let [steps, batch, input] = x.dims();
     // The biases are summed first (`[G·H]`), so the projection gets one add and its backward
@@ -287,23 +291,35 @@ pub(crate) fn project<B: Backend>(
         .flatten()
         .map(|b| b.val())
         .reduce(|sum, b| sum + b);
-    let p = crate::affine::affine(
-        x.reshape([steps * batch, input]),
-        weight_ih.val(),
-        bias,
-        crate::affine::Layout::OutIn,
-    );
+    let x = x.reshape([steps * batch, input]);
+    let layout = crate::affine::Layout::OutIn;
+    let p = match norm {
+        None => crate::affine::affine(x, weight_ih.val(), bias, layout),
+        Some(norm) => {
+            let p = norm.input(crate::affine::affine(x, weight_ih.val(), None, layout));
+            match bias {
+                Some(b) => p + b.unsqueeze_dim(0),
+                None => p,
+            }
+        }
+    };
     let width = p.dims()[1];
     p.reshape([steps, batch, width])
 }
 
-/// `h W_hhᵀ (+ b_hh)`: the recurrent matmul of one step.
+/// `h W_hhᵀ (+ b_hh)`: the recurrent matmul of one step; with a LayerNorm cell's `norm`,
+/// `LN(h W_hhᵀ) ⊙ γ_hh (+ b_hh)`.
 pub(crate) fn recur<B: Backend>(
     h: &Tensor<B, 2>,
     weight_hh: &Param<Tensor<B, 2>>,
     bias_hh: Option<&Param<Tensor<B, 1>>>,
+    norm: Option<&crate::layer_norm::CellNorm<B>>,
 ) -> Tensor<B, 2> {
     let r = times_transposed(h.clone(), weight_hh.val());
+    let r = match norm {
+        Some(norm) => norm.recurrent(r),
+        None => r,
+    };
     match bias_hh {
         Some(b) => r + b.val().unsqueeze_dim(0),
         None => r,

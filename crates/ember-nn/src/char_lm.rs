@@ -62,6 +62,9 @@ pub struct CharLmConfig {
     /// an LSTM's `proj_size`) must equal `embed_dim`; the head keeps its own bias. An option
     /// like the keys above.
     pub tie_embeddings: Option<bool>,
+    /// LSTM and GRU only: LayerNorm cells (see [`crate::layer_norm`]). An option like the keys
+    /// above.
+    pub layer_norm: Option<bool>,
 }
 
 impl CharLmConfig {
@@ -92,6 +95,7 @@ impl CharLmConfig {
             .with_weight_drop(self.weight_drop.unwrap_or(0.0))
             .with_zoneout(self.zoneout.unwrap_or(0.0))
             .with_zoneout_cell(self.zoneout_cell.unwrap_or(0.0))
+            .with_layer_norm(self.layer_norm.unwrap_or(false))
             .with_batch_first(true)
             .init_any(self.kind, device)?;
         let width = body.output_size();

@@ -54,6 +54,9 @@ pub struct SequenceClassifierConfig {
     /// Last valid step or mean over the valid steps.
     #[config(default = "Pooling::Last")]
     pub pooling: Pooling,
+    /// LSTM and GRU only: LayerNorm cells (see [`crate::layer_norm`]). An option, so that a
+    /// `model.json` written before it still loads: `None` means off.
+    pub layer_norm: Option<bool>,
 }
 
 impl SequenceClassifierConfig {
@@ -73,6 +76,7 @@ impl SequenceClassifierConfig {
             .with_proj_size(self.proj_size)
             .with_nonlinearity(self.nonlinearity)
             .with_dropout(self.dropout)
+            .with_layer_norm(self.layer_norm.unwrap_or(false))
             .with_batch_first(true)
             .init_any(self.kind, device)?;
         Ok(SequenceClassifier {

@@ -56,6 +56,9 @@ pub enum NnError {
         /// The value given.
         value: f64,
     },
+    /// Layer normalisation is for LSTM and GRU cells.
+    #[error("model.layer_norm applies to LSTM and GRU layers only; set it to false or model.kind to lstm or gru")]
+    LayerNormUnsupported,
     /// Zoneout of the cell state needs a cell that has one.
     #[error("model.zoneout_cell applies to LSTM layers only (GRU and RNN have no cell state); set it to 0 and use model.zoneout")]
     ZoneoutCellUnsupported,

@@ -7,7 +7,8 @@
 //! outputs and final state, is one node whose forward and backward run in
 //! [`ember_kernels`] on plain `f32` buffers (gemm and vectorised gate loops). Its parents are
 //! `xp`, `W_hh`, `h_0`, then `c_0` for an LSTM or `b_hh` for a GRU (inside `r ⊙ (…)`, so not
-//! foldable into `xp`), then an LSTM's projection `W_hr` (`proj_size`).
+//! foldable into `xp`), then an LSTM's projection `W_hr` (`proj_size`), then a LayerNorm cell's
+//! recurrent gains `γ_hh`, `γ_c` and bias `β_c` (see `crate::layer_norm`).
 //!
 //! The node's one output is `Y`, flat: the outputs `[T, batch, H_out]`, `h_n` and, for an LSTM,
 //! `c_n`; they are slices of it. Packed sequences run only their active rows per step. Used
@@ -30,7 +31,7 @@ use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
-use ember_kernels::{Cell, Dims, Inputs, Saved};
+use ember_kernels::{Cell, Dims, Inputs, Norm, Saved};
 
 use crate::cell::{CellState, ZoneMasks};
 
@@ -188,6 +189,36 @@ struct Recurrence<B: Backend> {
     /// order; constants of the graph.
     zone_h: Option<Tensor<B, 3>>,
     zone_c: Option<Tensor<B, 3>>,
+    /// A LayerNorm cell's recurrent gains and bias.
+    norm: Option<NormWeights<B>>,
+}
+
+/// The recurrent side of a LayerNorm cell's norms, as [`ember_kernels::Norm`] takes them.
+#[derive(Debug, Clone)]
+pub(crate) struct NormWeights<B: Backend> {
+    /// `γ_hh [G·H]`.
+    pub gamma_hh: Tensor<B, 1>,
+    /// LSTM: `γ_c [H]`, `β_c [H]`.
+    pub gamma_c: Option<Tensor<B, 1>>,
+    pub beta_c: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> NormWeights<B> {
+    fn recast<I: Backend>(self) -> NormWeights<I> {
+        NormWeights {
+            gamma_hh: same(self.gamma_hh),
+            gamma_c: self.gamma_c.map(same),
+            beta_c: self.beta_c.map(same),
+        }
+    }
+
+    fn host(self) -> Norm {
+        Norm {
+            gamma_hh: host(self.gamma_hh),
+            gamma_c: self.gamma_c.map(host).unwrap_or_default(),
+            beta_c: self.beta_c.map(host).unwrap_or_default(),
+        }
+    }
 }
 
 impl<B: Backend> Recurrence<B> {
@@ -217,6 +248,7 @@ impl<B: Backend> Recurrence<B> {
             active: self.active,
             zone_h: self.zone_h.map(same),
             zone_c: self.zone_c.map(same),
+            norm: self.norm.map(NormWeights::recast),
         })
     }
 }
@@ -250,7 +282,7 @@ fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 1>, Option<No
         active: r.active,
         zone_h: r.zone_h.map(host).unwrap_or_default(),
         zone_c: r.zone_c.map(host).unwrap_or_default(),
-        norm: Default::default(),
+        norm: r.norm.map(NormWeights::host).unwrap_or_default(),
     };
     let (y, saved) =
         ember_kernels::forward(inputs, save).expect("the layer passes matching shapes");
@@ -267,10 +299,13 @@ fn forward<B: Backend>(r: Recurrence<B>, save: bool) -> (Tensor<B, 1>, Option<No
 #[derive(Debug)]
 struct FusedRecurrence;
 
-impl<B: Backend> Backward<B, 5> for FusedRecurrence {
+/// The node's parents: `xp`, `W_hh`, `h_0`, `c_0` or `b_hh`, `W_hr`, `γ_hh`, `γ_c`, `β_c`.
+const PARENTS: usize = 8;
+
+impl<B: Backend> Backward<B, PARENTS> for FusedRecurrence {
     type State = NodeState;
 
-    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, PARENTS>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy: Tensor<B, 1> = tensor(grads.consume::<B>(&ops.node));
         let device = dy.device();
         let NodeState { saved, cell, dims } = ops.state;
@@ -283,7 +318,13 @@ impl<B: Backend> Backward<B, 5> for FusedRecurrence {
             output,
         } = dims;
         let width = cell.gates() * hidden;
-        let found: [Option<FloatTensor<B>>; 5] = [
+        let vector = |values: Vec<f32>| {
+            let len = values.len();
+            (len > 0)
+                .then(|| grad::<B, 1>(values, [len], &device))
+                .flatten()
+        };
+        let found: [Option<FloatTensor<B>>; PARENTS] = [
             Some(g.xp.into_tensor::<B, 3>([steps, batch, width], &device)),
             grad::<B, 2>(g.w_hh, [width, output], &device),
             grad::<B, 2>(g.h0, [batch, output], &device),
@@ -295,6 +336,9 @@ impl<B: Backend> Backward<B, 5> for FusedRecurrence {
             (!g.w_hr.is_empty())
                 .then(|| grad::<B, 2>(g.w_hr, [output, hidden], &device))
                 .flatten(),
+            vector(g.norm.gamma_hh),
+            vector(g.norm.gamma_c),
+            vector(g.norm.beta_c),
         ];
         for (parent, grad) in ops.parents.into_iter().zip(found) {
             if let (Some(node), Some(grad)) = (parent, grad) {
@@ -311,13 +355,28 @@ fn on_autodiff<B: Backend, C: CheckpointStrategy>(
     let device = r.xp.device();
     // Untracked placeholders fill the parents a cell does not have.
     let placeholder = || Tensor::<Autodiff<B, C>, 2>::zeros([1, 1], &device);
+    let vector = || Tensor::<Autodiff<B, C>, 1>::zeros([1], &device);
     let (has_aux, has_w_hr) = (r.aux.is_some(), r.w_hr.is_some());
     let xp = primitive(r.xp);
     let w_hh = primitive(r.w_hh);
     let h0 = primitive(r.h0);
     let aux = primitive(r.aux.unwrap_or_else(placeholder));
     let w_hr = primitive(r.w_hr.unwrap_or_else(placeholder));
-    let nodes = [&xp, &w_hh, &h0, &aux, &w_hr].map(|t| t.node.clone());
+    let (normed, has_c_norm) = match &r.norm {
+        Some(n) => (true, n.gamma_c.is_some()),
+        None => (false, false),
+    };
+    let (gamma_hh, gamma_c, beta_c) = match r.norm {
+        Some(n) => (
+            n.gamma_hh,
+            n.gamma_c.unwrap_or_else(vector),
+            n.beta_c.unwrap_or_else(vector),
+        ),
+        None => (vector(), vector(), vector()),
+    };
+    let (gamma_hh, gamma_c, beta_c) = (primitive(gamma_hh), primitive(gamma_c), primitive(beta_c));
+    let nodes =
+        [&xp, &w_hh, &h0, &aux, &w_hr, &gamma_hh, &gamma_c, &beta_c].map(|t| t.node.clone());
     let inner = Recurrence::<B> {
         cell: r.cell,
         xp: tensor(xp.primitive),
@@ -328,6 +387,11 @@ fn on_autodiff<B: Backend, C: CheckpointStrategy>(
         active: r.active,
         zone_h: r.zone_h.map(|m| m.inner()),
         zone_c: r.zone_c.map(|m| m.inner()),
+        norm: normed.then(|| NormWeights {
+            gamma_hh: tensor(gamma_hh.primitive),
+            gamma_c: has_c_norm.then(|| tensor(gamma_c.primitive)),
+            beta_c: has_c_norm.then(|| tensor(beta_c.primitive)),
+        }),
     };
     let y = match FusedRecurrence
         .prepare::<C>(nodes)
@@ -378,11 +442,11 @@ fn plain_as<B: Backend, I: Backend>(r: Recurrence<B>) -> Result<Tensor<B, 1>, Re
     Ok(cast(forward::<I>(r, false).0).expect("B is I"))
 }
 
-/// The recurrence as one persistent CubeCL kernel (wgpu or CUDA; LSTM without `proj_size` or
-/// zoneout).
+/// The recurrence as one persistent CubeCL kernel (wgpu or CUDA; LSTM without `proj_size`,
+/// zoneout or layer norm).
 #[cfg(feature = "cube")]
 fn gpu<B: Backend>(r: &Recurrence<B>) -> Option<Tensor<B, 1>> {
-    if r.zone_h.is_some() || r.zone_c.is_some() {
+    if r.zone_h.is_some() || r.zone_c.is_some() || r.norm.is_some() {
         return None;
     }
     match (r.cell, &r.aux, &r.w_hr) {
@@ -407,6 +471,8 @@ pub(crate) struct RecurrentWeights<B: Backend> {
     pub w_hr: Option<Tensor<B, 2>>,
     /// GRU with biases: `b_hh [3H]`.
     pub b_hh: Option<Tensor<B, 1>>,
+    /// A LayerNorm cell: its recurrent gains and bias.
+    pub norm: Option<NormWeights<B>>,
 }
 
 /// The outputs `[T, batch, H_out]` and final state of `cell`'s recurrence over the projected
@@ -421,7 +487,12 @@ pub(crate) fn recurrence<B: Backend>(
     active: &[usize],
     zone: &ZoneMasks<B>,
 ) -> Result<(Tensor<B, 3>, CellState<B>), Tensor<B, 3>> {
-    let RecurrentWeights { w_hh, w_hr, b_hh } = weights;
+    let RecurrentWeights {
+        w_hh,
+        w_hr,
+        b_hh,
+        norm,
+    } = weights;
     if !enabled() || xp.dims()[0] == 0 {
         return Err(xp);
     }
@@ -441,6 +512,7 @@ pub(crate) fn recurrence<B: Backend>(
         active: active.to_vec(),
         zone_h: zone.h.clone(),
         zone_c: zone.c.clone().filter(|_| cell == Cell::Lstm),
+        norm,
     };
     let d = r.dims();
     let y = match gpu(&r) {
@@ -613,13 +685,22 @@ mod tests {
     fn every_cell<B: AutodiffBackend>(device: &B::Device) {
         let relu = CellOptions {
             nonlinearity: Nonlinearity::Relu,
+            ..CellOptions::default()
         };
         let plain = CellOptions::default();
+        let normed = CellOptions {
+            layer_norm: true,
+            ..CellOptions::default()
+        };
         matches_the_step_loop::<B, LstmCell<B>>("lstm", plain, [4, 4], true, device);
         matches_the_step_loop::<B, LstmCell<B>>("lstm proj_size 2", plain, [4, 2], true, device);
         matches_the_step_loop::<B, GruCell<B>>("gru", plain, [4, 4], true, device);
         matches_the_step_loop::<B, RnnCell<B>>("rnn tanh", plain, [4, 4], true, device);
         matches_the_step_loop::<B, RnnCell<B>>("rnn relu", relu, [4, 4], true, device);
+        matches_the_step_loop::<B, LstmCell<B>>("ln lstm", normed, [4, 4], true, device);
+        matches_the_step_loop::<B, LstmCell<B>>("ln lstm proj 2", normed, [4, 2], true, device);
+        matches_the_step_loop::<B, GruCell<B>>("ln gru", normed, [4, 4], true, device);
+        matches_the_step_loop::<B, GruCell<B>>("ln gru wide", normed, [17, 17], true, device);
     }
 
     #[test]

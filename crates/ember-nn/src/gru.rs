@@ -9,6 +9,7 @@ use crate::cell::{
     load_gate_params, project, recur, recurrent_weight_methods, split_gates, CellOptions, CellSpec,
     CellState, GateWeights, RecurrentCell, ZoneMasks,
 };
+use crate::layer_norm::CellNorm;
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
 
@@ -20,6 +21,8 @@ use crate::NnError;
 /// h' = (1 − z) ⊙ n + z ⊙ h
 /// ```
 /// The reset gate multiplies `W_hn h + b_hn` after the matmul ("reset after", as cuDNN does).
+/// With `norm`, a LayerNorm GRU: both products normalised before their biases (see
+/// [`crate::layer_norm`]).
 #[derive(Module, Debug)]
 pub struct GruCell<B: Backend> {
     /// `W_ih`, `[3H, in]`: the input weights of gates r, z, n stacked.
@@ -30,29 +33,35 @@ pub struct GruCell<B: Backend> {
     pub bias_ih: Option<Param<Tensor<B, 1>>>,
     /// `b_hh`, `[3H]`.
     pub bias_hh: Option<Param<Tensor<B, 1>>>,
+    /// A LayerNorm GRU's gains.
+    pub norm: Option<CellNorm<B>>,
 }
 
 impl<B: Backend> RecurrentCell<B> for GruCell<B> {
     const HAS_CELL_STATE: bool = false;
     const SUPPORTS_PROJECTION: bool = false;
 
-    fn init(spec: CellSpec, _options: &CellOptions, device: &B::Device) -> Result<Self, NnError> {
+    fn init(spec: CellSpec, options: &CellOptions, device: &B::Device) -> Result<Self, NnError> {
         let w = GateWeights::init(3, spec, device);
         Ok(Self {
             weight_ih: w.weight_ih,
             weight_hh: w.weight_hh,
             bias_ih: w.bias_ih,
             bias_hh: w.bias_hh,
+            norm: options
+                .layer_norm
+                .then(|| CellNorm::init(3, spec.hidden_size, false, device)),
         })
     }
 
     fn input_projection(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         // b_hn sits inside r ⊙ (...), so only b_ih is added here.
-        project(x, &self.weight_ih, &[&self.bias_ih])
+        project(x, &self.weight_ih, &[&self.bias_ih], self.norm.as_ref())
     }
 
     fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
-        let recurrent = recur(&state.h, &self.weight_hh, self.bias_hh.as_ref());
+        let bias = self.bias_hh.as_ref();
+        let recurrent = recur(&state.h, &self.weight_hh, bias, self.norm.as_ref());
         #[cfg(feature = "cube")]
         if let Some(h) = crate::cube::gru(projected.clone(), recurrent.clone(), state.h.clone()) {
             return CellState { h, c: None };
@@ -77,6 +86,7 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
             w_hh: self.weight_hh.val(),
             w_hr: None,
             b_hh: self.bias_hh.as_ref().map(|b| b.val()),
+            norm: self.norm.as_ref().map(CellNorm::kernel_params),
         };
         crate::fused::recurrence(Cell::Gru, projected, weights, state, active, zone)
     }
@@ -95,13 +105,17 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
             weights,
             [&mut self.bias_ih, &mut self.bias_hh],
         )?;
+        self.norm = self
+            .norm
+            .map(|n| n.load_torch(prefix, suffix, t))
+            .transpose()?;
         Ok(self)
     }
 
     recurrent_weight_methods!();
 
     fn torch_params(&self, prefix: &str, suffix: &str) -> Vec<TorchParam<B>> {
-        named(
+        let mut params = named(
             prefix,
             suffix,
             &[
@@ -109,6 +123,10 @@ impl<B: Backend> RecurrentCell<B> for GruCell<B> {
                 ("weight_hh", &self.weight_hh),
             ],
             &[("bias_ih", &self.bias_ih), ("bias_hh", &self.bias_hh)],
-        )
+        );
+        if let Some(norm) = &self.norm {
+            params.extend(norm.torch_params(prefix, suffix));
+        }
+        params
     }
 }

@@ -103,6 +103,11 @@ impl<B: Backend> AnyRecurrent<B> {
         each!(self, l => l.zoneout())
     }
 
+    /// See [`crate::Recurrent::layer_norm`].
+    pub fn layer_norm(&self) -> bool {
+        each!(self, l => l.layer_norm())
+    }
+
     /// A zero state for `batch` sequences.
     pub fn zero_state(&self, batch: usize, device: &B::Device) -> RecurrentState<B> {
         each!(self, l => l.zero_state(batch, device))

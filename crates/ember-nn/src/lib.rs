@@ -6,6 +6,7 @@
 //! - [`recurrent`]: stacking, directions, dropout and lengths for any cell ([`Lstm`], [`Gru`],
 //!   [`Rnn`]), around [`recurrent::run_direction`], the one loop over time.
 //! - [`layer`]: [`AnyRecurrent`], a layer whose cell is chosen at run time ([`CellKind`]).
+//! - [`layer_norm`]: the norms of a LayerNorm LSTM or GRU cell ([`layer_norm::CellNorm`]).
 //! - `affine`: `x Wᵀ + b` over all steps as one autodiff op (CPU, on `ember-kernels`): the
 //!   input projections and the language model's head.
 //! - [`fused`]: the LSTM, GRU and RNN recurrences as one autodiff op each, with a hand-written
@@ -38,6 +39,7 @@ pub mod error;
 pub mod fused;
 pub mod gru;
 pub mod layer;
+pub mod layer_norm;
 pub mod lstm;
 pub mod packing;
 pub mod recurrent;

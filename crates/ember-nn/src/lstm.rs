@@ -9,6 +9,7 @@ use crate::cell::{
     load_gate_params, project, recur, recurrent_weight_methods, split_gates, times_transposed,
     uniform, CellOptions, CellSpec, CellState, GateWeights, RecurrentCell, ZoneMasks,
 };
+use crate::layer_norm::CellNorm;
 use crate::torch::{named, TorchParam, TorchTensors};
 use crate::NnError;
 
@@ -19,6 +20,8 @@ use crate::NnError;
 /// g = tanh(W_ig x + b_ig + W_hg h + b_hg)   o = σ(W_io x + b_io + W_ho h + b_ho)
 /// c' = f ⊙ c + i ⊙ g                        h' = o ⊙ tanh(c')   (h' = W_hr h' with proj_size)
 /// ```
+/// With `norm`, a LayerNorm LSTM: the two products and `c'` normalised (see
+/// [`crate::layer_norm`]).
 #[derive(Module, Debug)]
 pub struct LstmCell<B: Backend> {
     /// `W_ih`, `[4H, in]`: the input weights of gates i, f, g, o stacked.
@@ -31,6 +34,8 @@ pub struct LstmCell<B: Backend> {
     pub bias_hh: Option<Param<Tensor<B, 1>>>,
     /// `W_hr`, `[P, H]`, only with `proj_size > 0`.
     pub weight_hr: Option<Param<Tensor<B, 2>>>,
+    /// A LayerNorm LSTM's gains and cell bias.
+    pub norm: Option<CellNorm<B>>,
 }
 
 /// `(o ⊙ tanh c', c')` with `c' = f ⊙ c + i ⊙ g` from the gate pre-activations `[batch, 4H]`:
@@ -52,7 +57,7 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
     const HAS_CELL_STATE: bool = true;
     const SUPPORTS_PROJECTION: bool = true;
 
-    fn init(spec: CellSpec, _options: &CellOptions, device: &B::Device) -> Result<Self, NnError> {
+    fn init(spec: CellSpec, options: &CellOptions, device: &B::Device) -> Result<Self, NnError> {
         let w = GateWeights::init(4, spec, device);
         let projected = spec.output_size != spec.hidden_size;
         Ok(Self {
@@ -63,18 +68,29 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
             weight_hr: projected.then(|| {
                 uniform(spec.hidden_size).init([spec.output_size, spec.hidden_size], device)
             }),
+            norm: options
+                .layer_norm
+                .then(|| CellNorm::init(4, spec.hidden_size, true, device)),
         })
     }
 
     fn input_projection(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         // Both biases are constant per step, so they are added once, here.
-        project(x, &self.weight_ih, &[&self.bias_ih, &self.bias_hh])
+        let biases = [&self.bias_ih, &self.bias_hh];
+        project(x, &self.weight_ih, &biases, self.norm.as_ref())
     }
 
     fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
-        let gates = projected + recur(&state.h, &self.weight_hh, None);
+        let gates = projected + recur(&state.h, &self.weight_hh, None, self.norm.as_ref());
         let c_prev = state.c.clone().expect("an LSTM state carries c");
-        let (mut h, c) = pointwise(gates, c_prev);
+        let (mut h, c) = match &self.norm {
+            None => pointwise(gates, c_prev),
+            Some(norm) => {
+                let [i, f, g, o] = split_gates(gates);
+                let c = sigmoid(f) * c_prev + sigmoid(i) * g.tanh();
+                (sigmoid(o) * norm.cell(c.clone()).tanh(), c)
+            }
+        };
         if let Some(w_hr) = &self.weight_hr {
             h = times_transposed(h, w_hr.val());
         }
@@ -92,6 +108,7 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
             w_hh: self.weight_hh.val(),
             w_hr: self.weight_hr.as_ref().map(|w| w.val()),
             b_hh: None,
+            norm: self.norm.as_ref().map(CellNorm::kernel_params),
         };
         crate::fused::recurrence(Cell::Lstm, projected, weights, state, active, zone)
     }
@@ -111,6 +128,10 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
             [&mut self.bias_ih, &mut self.bias_hh],
         )?;
         self.weight_hr = t.replace_opt(self.weight_hr, &format!("{prefix}weight_hr{suffix}"))?;
+        self.norm = self
+            .norm
+            .map(|n| n.load_torch(prefix, suffix, t))
+            .transpose()?;
         Ok(self)
     }
 
@@ -131,6 +152,9 @@ impl<B: Backend> RecurrentCell<B> for LstmCell<B> {
                 format!("{prefix}weight_hr{suffix}"),
                 w_hr.val(),
             ));
+        }
+        if let Some(norm) = &self.norm {
+            params.extend(norm.torch_params(prefix, suffix));
         }
         params
     }

@@ -59,6 +59,10 @@ pub struct RecurrentConfig {
     /// LSTM only: zoneout of the cell state `c`, as [`Self::zoneout`]. 0 means none.
     #[config(default = 0.0)]
     pub zoneout_cell: f64,
+    /// LSTM and GRU only: LayerNorm cells, the gate pre-activations and an LSTM's cell state
+    /// normalised (see [`crate::layer_norm`]).
+    #[config(default = false)]
+    pub layer_norm: bool,
     /// Add a reverse direction and concatenate both directions' outputs.
     #[config(default = false)]
     pub bidirectional: bool,
@@ -130,6 +134,7 @@ impl RecurrentConfig {
         let output_size = self.output_size();
         let options = CellOptions {
             nonlinearity: self.nonlinearity,
+            layer_norm: self.layer_norm,
         };
         let mut cells = Vec::with_capacity(self.num_layers * directions);
         for layer in 0..self.num_layers {
@@ -225,6 +230,15 @@ impl<B: Backend, C: RecurrentCell<B>> Recurrent<B, C> {
     /// The zoneout rates of `h` and `c` (0: none).
     pub fn zoneout(&self) -> [f64; 2] {
         [self.zoneout, self.zoneout_cell]
+    }
+
+    /// Whether the cells are LayerNorm cells (their parameters include the `ln_*` gains).
+    pub fn layer_norm(&self) -> bool {
+        self.cells.first().is_some_and(|c| {
+            c.torch_params("", "")
+                .iter()
+                .any(|p| p.name().starts_with("ln_"))
+        })
     }
 
     /// PyTorch's name suffix of cell `row`: `_l{layer}` plus `_reverse` for direction 1.

@@ -89,6 +89,9 @@ pub struct SeriesRegressorConfig {
     /// Dropout between recurrent layers and before the head, in training only.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// LSTM and GRU only: LayerNorm cells (see [`crate::layer_norm`]). An option, so that a
+    /// `model.json` written before it still loads: `None` means off.
+    pub layer_norm: Option<bool>,
 }
 
 impl SeriesRegressorConfig {
@@ -109,6 +112,7 @@ impl SeriesRegressorConfig {
                     .with_proj_size(self.proj_size)
                     .with_nonlinearity(self.nonlinearity)
                     .with_dropout(self.dropout)
+                    .with_layer_norm(self.layer_norm.unwrap_or(false))
                     .with_batch_first(true)
                     .init_any(kind, device)?;
                 let head = (layers.output_size() != self.output_size).then(|| {
@@ -119,6 +123,9 @@ impl SeriesRegressorConfig {
             None => {
                 if self.proj_size > 0 {
                     return Err(NnError::ProjUnsupported);
+                }
+                if self.layer_norm.unwrap_or(false) {
+                    return Err(NnError::LayerNormUnsupported);
                 }
                 let scratch =
                     ScratchRnnConfig::new(self.input_size, self.hidden_size, self.output_size)

@@ -49,6 +49,9 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
     const SUPPORTS_PROJECTION: bool = false;
 
     fn init(spec: CellSpec, options: &CellOptions, device: &B::Device) -> Result<Self, NnError> {
+        if options.layer_norm {
+            return Err(NnError::LayerNormUnsupported);
+        }
         let w = GateWeights::init(1, spec, device);
         Ok(Self {
             weight_ih: w.weight_ih,
@@ -60,11 +63,11 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
     }
 
     fn input_projection(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        project(x, &self.weight_ih, &[&self.bias_ih, &self.bias_hh])
+        project(x, &self.weight_ih, &[&self.bias_ih, &self.bias_hh], None)
     }
 
     fn step(&self, projected: Tensor<B, 2>, state: &CellState<B>) -> CellState<B> {
-        let recurrent = recur(&state.h, &self.weight_hh, None);
+        let recurrent = recur(&state.h, &self.weight_hh, None, None);
         #[cfg(feature = "cube")]
         if let Some(h) = crate::cube::rnn(
             projected.clone(),
@@ -95,6 +98,7 @@ impl<B: Backend> RecurrentCell<B> for RnnCell<B> {
             w_hh: self.weight_hh.val(),
             w_hr: None,
             b_hh: None,
+            norm: None,
         };
         crate::fused::recurrence(cell, projected, weights, state, active, zone)
     }

@@ -10,6 +10,9 @@
 //! - `tests/fixtures/zoneout/` (`tools/fixtures/zoneout.py`): the recurrent layers with zoneout
 //!   of `h` and an LSTM's `c`, the masks fixed, against a step loop written from PyTorch's
 //!   cell equations.
+//! - `tests/fixtures/layer_norm/` (`tools/fixtures/layer_norm.py`): LayerNorm LSTM (± proj_size)
+//!   and GRU layers, some with zoneout, against a step loop written from the equations in
+//!   `ember_nn::layer_norm`, every gain and bias included.
 
 use std::path::PathBuf;
 
@@ -63,7 +66,7 @@ fn read_json(path: PathBuf) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Every case of the fixture set `set` (`rnn`, `zoneout`), by name.
+/// Every case of the fixture set `set` (`rnn`, `zoneout`, `layer_norm`), by name.
 fn cases(set: &str) -> Vec<(String, Value)> {
     let index = read_json(fixture_dir(set).join("index.json"));
     index["cases"]
@@ -159,6 +162,7 @@ fn config_of(case: &Value) -> RecurrentConfig {
         })
         .with_zoneout(c["zoneout"].as_f64().unwrap_or(0.0))
         .with_zoneout_cell(c["zoneout_cell"].as_f64().unwrap_or(0.0))
+        .with_layer_norm(c["layer_norm"].as_bool().unwrap_or(false))
 }
 
 /// A zoneout case's masks (`masks.h`, `masks.c`: one per cell; no dropout between layers);
@@ -304,8 +308,14 @@ fn check_all<B: AutodiffBackend>(device: &B::Device) {
         "zoneout fixtures missing: {} cases",
         zoned.len()
     );
+    let normed = cases("layer_norm");
+    assert!(
+        normed.len() >= 9,
+        "layer_norm fixtures missing: {} cases",
+        normed.len()
+    );
     let mut report = Vec::new();
-    for (name, case) in plain.iter().chain(&zoned) {
+    for (name, case) in plain.iter().chain(&zoned).chain(&normed) {
         let failures = match case["config"]["cell"].as_str().unwrap() {
             "lstm" => check::<B, LstmCell<B>>(case, device),
             "gru" => check::<B, GruCell<B>>(case, device),

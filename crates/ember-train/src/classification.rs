@@ -108,6 +108,7 @@ pub fn classifier_config(
         .with_nonlinearity(model.nonlinearity)
         .with_dropout(model.dropout)
         .with_pooling(model.pooling)
+        .with_layer_norm(Some(model.layer_norm))
 }
 
 /// A [`SequenceClassifier`] with its objective: cross-entropy over the classes, and the number

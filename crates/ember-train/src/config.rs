@@ -216,6 +216,12 @@ pub struct ModelConfig {
     /// `proj_size = embed_dim`.
     #[serde(default)]
     pub tie_embeddings: bool,
+    /// `kind = "lstm"` or `"gru"` only: LayerNorm cells (Ba et al. 2016, as haste's
+    /// LayerNormLSTM): each gate pre-activation's two products normalised over their `G·H`
+    /// values with a gain, `gates = LN(x W_ihᵀ) ⊙ γ_ih + LN(h W_hhᵀ) ⊙ γ_hh + b`, and an
+    /// LSTM's `h = o ⊙ tanh(LN(c) ⊙ γ_c + β_c)`.
+    #[serde(default)]
+    pub layer_norm: bool,
     /// Classifiers only: `last` (the last valid step) or `mean` (over the valid steps).
     #[serde(default)]
     pub pooling: Pooling,
@@ -246,6 +252,7 @@ impl Default for ModelConfig {
             zoneout: 0.0,
             zoneout_cell: 0.0,
             tie_embeddings: false,
+            layer_norm: false,
             pooling: Pooling::default(),
         }
     }
@@ -515,6 +522,12 @@ impl ExperimentConfig {
         if m.zoneout_cell > 0.0 && m.kind != BodyKind::Lstm {
             return Err(format!(
                 "model.zoneout_cell applies to kind = \"lstm\" only (\"{}\" has no cell state): remove it, or use model.zoneout",
+                m.kind
+            ));
+        }
+        if m.layer_norm && !matches!(m.kind, BodyKind::Lstm | BodyKind::Gru) {
+            return Err(format!(
+                "model.layer_norm applies to kind = \"lstm\" or \"gru\" only, not \"{}\": remove it",
                 m.kind
             ));
         }
@@ -855,6 +868,19 @@ mod tests {
         assert!(
             err.starts_with("model.zoneout applies to language models"),
             "{err}"
+        );
+        let normed = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nkind = \"gru\"\nlayer_norm = true\n"
+        ))
+        .unwrap();
+        assert!(normed.model.layer_norm);
+        let err = ExperimentConfig::parse(&format!(
+            "{MINIMAL}[model]\nkind = \"rnn\"\nlayer_norm = true\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "model.layer_norm applies to kind = \"lstm\" or \"gru\" only, not \"rnn\": remove it"
         );
         let tied = ExperimentConfig::parse(&format!(
             "{MINIMAL}[model]\nembed_dim = 16\nhidden_size = 32\nproj_size = 16\ntie_embeddings = true\n"

@@ -71,6 +71,7 @@ pub fn char_lm_config(model: &ModelConfig, vocab_size: usize) -> CharLmConfig {
         .with_zoneout(Some(model.zoneout))
         .with_zoneout_cell(Some(model.zoneout_cell))
         .with_tie_embeddings(Some(model.tie_embeddings))
+        .with_layer_norm(Some(model.layer_norm))
 }
 
 /// A [`CharLm`] with its training objective: masked next-token cross-entropy.

@@ -70,6 +70,13 @@ pub fn onnx_model<B: Backend>(
              export --to FILE.safetensors`, or train with both keys at 0"
         ));
     }
+    if model.body.layer_norm() {
+        return refuse(
+            "this model has LayerNorm cells (model.layer_norm): ONNX's LSTM and GRU operators have \
+             no normalisation inside the step; export the weights with `ember export --to \
+             FILE.safetensors`, or train with model.layer_norm = false",
+        );
+    }
     let tensors = torch_state_dict(model, &TorchNames::default());
     if tensors
         .iter()

@@ -257,6 +257,7 @@ pub fn regressor_config(model: &ModelConfig) -> SeriesRegressorConfig {
         .with_proj_size(model.proj_size)
         .with_nonlinearity(model.nonlinearity)
         .with_dropout(model.dropout)
+        .with_layer_norm(Some(model.layer_norm))
 }
 
 /// A [`SeriesRegressor`] with its training objective: masked mean squared error on the last

@@ -196,3 +196,86 @@ fn export_round_trips_the_pytorch_state_dict() {
         }
     }
 }
+
+/// A LayerNorm model's file (`model.layer_norm`): PyTorch's tensors plus the `ln_*` gains, as
+/// `ember export` writes them. Imported with `layer_norm = true` and exported again, every
+/// tensor comes back bit for bit; a config without it names the gains it has no place for.
+#[test]
+fn layer_norm_gains_round_trip_through_import_and_export() {
+    let device = NdArrayDevice::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors =
+        ember_train::import::read_torch_file(&fixtures().join("char_lstm.safetensors")).unwrap();
+    let rnn = tensors
+        .keys()
+        .find_map(|k| k.strip_suffix("weight_ih_l0").map(str::to_owned))
+        .expect("an LSTM's weight_ih_l0");
+    for layer in 0..2 {
+        let hidden = 6;
+        for (base, width, offset) in [
+            ("ln_ih_weight", 4 * hidden, 1.0),
+            ("ln_hh_weight", 4 * hidden, 1.0),
+            ("ln_c_weight", hidden, 1.0),
+            ("ln_c_bias", hidden, 0.0),
+        ] {
+            let values = (0..width)
+                .map(|i| offset + 0.1 * ((i * 7 + layer * 3) % 11) as f32 - 0.5)
+                .collect();
+            tensors.insert(format!("{rnn}{base}_l{layer}"), (vec![width], values));
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, (shape, v))| {
+            let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name.clone(), shape.clone(), data)
+        })
+        .collect();
+    let views = bytes.iter().map(|(name, shape, data)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .unwrap();
+        (name.clone(), view)
+    });
+    let file = dir.path().join("ln_lstm.safetensors");
+    safetensors::serialize_to_file(views, None, &file).unwrap();
+
+    let plain = import::<NdArray>(
+        &file,
+        &config(""),
+        None,
+        &dir.path().join("plain"),
+        false,
+        &device,
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        plain.contains("tensors the config has no place for") && plain.contains("ln_c_bias_l0"),
+        "{plain}"
+    );
+    let out = dir.path().join("run");
+    import::<NdArray>(
+        &file,
+        &config("layer_norm = true\n"),
+        None,
+        &out,
+        false,
+        &device,
+    )
+    .unwrap();
+    let run = load_run::<NdArray>(&out, &device).unwrap();
+    assert!(run.model.body.layer_norm());
+    let exported = dir.path().join("exported.safetensors");
+    let names = ember_train::export::TorchNames::of_run(&out).unwrap();
+    ember_train::export::export_safetensors(&run.model, &names, &exported).unwrap();
+    let back = ember_train::import::read_torch_file(&exported).unwrap();
+    assert_eq!(
+        back.keys().collect::<Vec<_>>(),
+        tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, (shape, values)) in &tensors {
+        assert_eq!(&back[name], &(shape.clone(), values.clone()), "{name}");
+    }
+}

@@ -107,6 +107,10 @@ fn language_configs_beat_the_bigram_baseline() {
         if name == "names-gru" {
             keys.extend(awd.iter().map(|k| k.to_string()));
         }
+        if name == "names-lstm" {
+            // LayerNorm cells on the fused LSTM.
+            keys.push("model.layer_norm=true".into());
+        }
         let (_run, summary) = train_config(name, &keys);
         assert_eq!(summary.baseline.name, "unigram");
         assert_beats_baseline(name, &summary, 0.9);

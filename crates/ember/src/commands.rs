@@ -501,6 +501,14 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
              h = {h}·h_prev + (1 − {h})·h_new (c likewise), which a plain nn.LSTM does not do"
         );
     }
+    if loaded.model.body.layer_norm() {
+        println!(
+            "note: this model has LayerNorm cells (model.layer_norm): the file holds their gains \
+             as {}ln_ih_weight_l*, ln_hh_weight_l* (and an LSTM's ln_c_weight_l*, ln_c_bias_l*), \
+             which a plain nn.LSTM or nn.GRU does not have (equations: docs/regularisers.md)",
+            names.recurrent
+        );
+    }
     Ok(())
 }
 
