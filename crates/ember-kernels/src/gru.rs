@@ -18,7 +18,7 @@
 //! backward, `dγ_hh = Σ d(hp) ⊙ r̂` and `dr`, through the norm from `γ_hh ⊙ d(hp)`, takes the
 //! place of `d(hp)` in `dh_{t-1}` and `dW_hh`.
 
-use crate::layer_norm::{column_sums, normalise, normalise_backward, scale_rows};
+use crate::layer_norm::{backward_in_place, column_sums, normalise, scale_rows};
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
 use crate::rows::{active, one, one_mut, run, split, split_mut, take};
@@ -273,11 +273,12 @@ struct Backward<'a> {
     hn: Vec<&'a [f32]>,
     dh0: &'a mut [f32],
     zone_h: Vec<&'a [f32]>,
-    /// Layer-normalised (empty lists: not): the saved `r̂` and scales, and per step the `dr`
-    /// the backward pass writes.
-    r_hat: Vec<&'a [f32]>,
+    /// Layer-normalised (empty lists: not): the saved `r̂`, overwritten per step by the
+    /// gradient `dr` that leaves the norm, and its scales.
+    r_hat: Vec<&'a mut [f32]>,
     r_scale: Vec<&'a [f32]>,
-    dr: Vec<&'a mut [f32]>,
+    /// Layer-normalised: this part's sum `dγ_hh [3H]`.
+    dgamma: &'a mut [f32],
 }
 
 fn backward_part(n: usize, w_hh: &[f32], gamma: &[f32], mut b: Backward) {
@@ -312,9 +313,9 @@ fn backward_part(n: usize, w_hh: &[f32], gamma: &[f32], mut b: Backward) {
             &b.hn[t][..rows * n],
         );
         let dr = if normed {
-            let dr = &mut b.dr[t][..rows * g];
-            scale_rows(g, dr, &b.dhp[t][..rows * g], gamma);
-            normalise_backward(g, dr, &b.r_hat[t][..rows * g], &b.r_scale[t][..rows]);
+            let dr = &mut b.r_hat[t][..rows * g];
+            let (dhp, scale) = (&b.dhp[t][..rows * g], &b.r_scale[t][..rows]);
+            backward_in_place(g, dhp, gamma, dr, scale, b.dgamma, &mut []);
             &*dr
         } else {
             &b.dhp[t][..rows * g]
@@ -339,9 +340,15 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
     let mut dg_buf = saved.act;
     let mut dhp = vec![0.0; steps * batch * g];
     let mut h0 = vec![0.0; batch * n];
-    let norm = &saved.norm;
-    let normed = norm.params.is_on();
-    let mut dr_buf = vec![0.0; if normed { steps * batch * g } else { 0 }];
+    let NormSaved {
+        params: norm,
+        mut r_hat,
+        r_scale,
+        ..
+    } = saved.norm;
+    let normed = norm.is_on();
+    let sums = if normed { g } else { 0 };
+    let mut dgamma = vec![0.0; (cuts.len() - 1) * sums];
     {
         let mut dg = split_mut(dg_buf.as_mut(), batch, g, cuts);
         let mut dhps = split_mut(&mut dhp, batch, g, cuts);
@@ -350,9 +357,9 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
         let mut hns = split(&saved.extra, batch, n, cuts);
         let mut dh0 = split_mut(&mut h0, batch, n, cuts);
         let mut zh = split(&saved.zone_h, batch, n, cuts);
-        let mut rh = split(&norm.r_hat, batch, g, cuts);
-        let mut rs = split(&norm.r_scale, batch, 1, cuts);
-        let mut drs = split_mut(&mut dr_buf, batch, g, cuts);
+        let mut rh = split_mut(&mut r_hat, batch, g, cuts);
+        let mut rs = split(&r_scale, batch, 1, cuts);
+        let mut dgammas = dgamma.chunks_mut(sums.max(1));
         let parts = active(&saved.active, cuts)
             .into_iter()
             .enumerate()
@@ -367,18 +374,19 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
                 zone_h: take(&mut zh, k),
                 r_hat: take(&mut rh, k),
                 r_scale: take(&mut rs, k),
-                dr: take(&mut drs, k),
+                dgamma: dgammas.next().unwrap_or_default(),
             })
             .collect();
-        let gamma = &norm.params.gamma_hh;
+        let gamma = &norm.gamma_hh;
         run(parts, |part| backward_part(n, &saved.w_hh, gamma, part));
     }
     let (w_hh, norm) = if normed {
         let grads = Norm {
-            gamma_hh: column_sums(g, &dhp, &norm.r_hat),
+            gamma_hh: column_sums(g, &dgamma, &[]),
             ..Norm::default()
         };
-        (weight_grad(&dr_buf, &saved.h_prev, g, n), grads)
+        // `r_hat` now holds `dr`, the gradient of `h_{t-1} W_hhᵀ`.
+        (weight_grad(&r_hat, &saved.h_prev, g, n), grads)
     } else {
         (weight_grad(&dhp, &saved.h_prev, g, n), Norm::default())
     };

@@ -86,6 +86,56 @@ multiversion! {
 }
 
 multiversion! {
+    /// The backward pass of `y = γ ⊙ x̂ (+ β)` with [`normalise`], row by row, in place: from
+    /// `dy [rows, width]` turns each row's `x̂` in `x_hat` into `dx`, and adds `Σ dy ⊙ x̂` to
+    /// `dgamma` and (when not empty) `Σ dy` to `dbeta` (`[width]` each).
+    pub(crate) fn backward_in_place(
+        width: usize,
+        dy: &[f32],
+        gamma: &[f32],
+        x_hat: &mut [f32],
+        scale: &[f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        for ((dy, xh), &s) in dy
+            .chunks_exact(width)
+            .zip(x_hat.chunks_exact_mut(width))
+            .zip(scale)
+        {
+            blocks([dy, &*xh], [&mut *dgamma], |&[d, x], v| {
+                v[0] += d * x;
+            });
+            if !dbeta.is_empty() {
+                blocks([dy], [&mut *dbeta], |&[d], v| {
+                    v[0] += d;
+                });
+            }
+            let (mut sum_g, mut sum_gx) = ([0.0f32; LANES], [0.0f32; LANES]);
+            let whole = width - width % LANES;
+            for c in (0..whole).step_by(LANES) {
+                for l in 0..LANES {
+                    let g = gamma[c + l] * dy[c + l];
+                    sum_g[l] += g;
+                    sum_gx[l] += g * xh[c + l];
+                }
+            }
+            let (mut tail_g, mut tail_gx) = (0.0, 0.0);
+            for i in whole..width {
+                let g = gamma[i] * dy[i];
+                tail_g += g;
+                tail_gx += g * xh[i];
+            }
+            let mean_g = (sum_g.iter().sum::<f32>() + tail_g) / width as f32;
+            let mean_gx = (sum_gx.iter().sum::<f32>() + tail_gx) / width as f32;
+            blocks([dy, gamma], [xh], |&[d, g], v| {
+                v[0] = s * (g * d - mean_g - v[0] * mean_gx);
+            });
+        }
+    }
+}
+
+multiversion! {
     /// `into ← into + γ ⊙ x̂` for each row of `into [rows, width]`, `x̂` alike, `γ [width]`.
     pub(crate) fn add_scaled(width: usize, into: &mut [f32], x_hat: &[f32], gamma: &[f32]) {
         for (row, x) in into.chunks_exact_mut(width).zip(x_hat.chunks_exact(width)) {

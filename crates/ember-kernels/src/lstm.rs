@@ -23,7 +23,7 @@
 //! `dγ_hh = Σ d(gates) ⊙ r̂` and `dr`, through the norm from `γ_hh ⊙ d(gates)`, which takes the
 //! place of `d(gates)` in `dh_{t-1}` and `dW_hh`.
 
-use crate::layer_norm::{add_scaled, column_sums, normalise, normalise_backward, scale_rows};
+use crate::layer_norm::{add_scaled, backward_in_place, column_sums, normalise};
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
 use crate::rows::{active, one, one_mut, run, split, split_mut, take};
@@ -447,14 +447,15 @@ struct Backward<'a> {
     dc0: &'a mut [f32],
     zone_h: Vec<&'a [f32]>,
     zone_c: Vec<&'a [f32]>,
-    /// Layer-normalised (empty lists: not): the saved `r̂`, `ĉ` and scales, and per step the
-    /// `dr` and `dn` the backward pass writes.
-    r_hat: Vec<&'a [f32]>,
+    /// Layer-normalised (empty lists: not): the saved `r̂` and `ĉ`, overwritten per step by
+    /// the gradients `dr` and `dc` that leave each norm, and their scales.
+    r_hat: Vec<&'a mut [f32]>,
     r_scale: Vec<&'a [f32]>,
-    c_hat: Vec<&'a [f32]>,
+    c_hat: Vec<&'a mut [f32]>,
     c_scale: Vec<&'a [f32]>,
-    dr: Vec<&'a mut [f32]>,
-    dn: Vec<&'a mut [f32]>,
+    /// Layer-normalised: this part's sums `dγ_hh [4H]`, `dγ_c [H]`, `dβ_c [H]`, one after the
+    /// other.
+    dnorm: &'a mut [f32],
 }
 
 /// The backward pass of one part, with `W_hh [4H, H_out]` and `W_hr [H_out, H]` (empty unless
@@ -477,7 +478,9 @@ fn backward_part(
     let (zoned_h, zoned_c) = (!b.zone_h.is_empty(), !b.zone_c.is_empty());
     let mut carry_h = vec![0.0; if zoned_h { dh.len() } else { 0 }];
     let mut carry_c = vec![0.0; if zoned_c { dc.len() } else { 0 }];
-    let mut dc_h = vec![0.0; if normed { dc.len() } else { 0 }];
+    let mut dn = vec![0.0; if normed { dc.len() } else { 0 }];
+    let (dgamma_hh, rest) = b.dnorm.split_at_mut(if normed { g } else { 0 });
+    let (dgamma_c, dbeta_c) = rest.split_at_mut(rest.len() / 2);
     for t in (0..steps).rev() {
         let rows = b.active[t];
         b.dg[t][rows * g..].fill(0.0);
@@ -509,15 +512,15 @@ fn backward_part(
         let step = &mut b.dg[t][..rows * g];
         let (c_prev, tanh_c) = (&b.c_prev[t][..rows * n], &b.tanh_c[t][..rows * n]);
         let dr = if normed {
-            let dn = &mut b.dn[t][..rows * n];
+            let dn = &mut dn[..rows * n];
             output_backward(n, step, dhf, tanh_c, dn);
-            let dch = &mut dc_h[..rows * n];
-            scale_rows(n, dch, dn, &norm.gamma_c);
-            normalise_backward(n, dch, &b.c_hat[t][..rows * n], &b.c_scale[t][..rows]);
-            cell_backward_norm(n, step, dhf, dch, &mut dc[..rows * n], c_prev, tanh_c);
-            let dr = &mut b.dr[t][..rows * g];
-            scale_rows(g, dr, step, &norm.gamma_hh);
-            normalise_backward(g, dr, &b.r_hat[t][..rows * g], &b.r_scale[t][..rows]);
+            let dc_h = &mut b.c_hat[t][..rows * n];
+            let c_scale = &b.c_scale[t][..rows];
+            backward_in_place(n, dn, &norm.gamma_c, dc_h, c_scale, dgamma_c, dbeta_c);
+            cell_backward_norm(n, step, dhf, dc_h, &mut dc[..rows * n], c_prev, tanh_c);
+            let dr = &mut b.r_hat[t][..rows * g];
+            let r_scale = &b.r_scale[t][..rows];
+            backward_in_place(g, step, &norm.gamma_hh, dr, r_scale, dgamma_hh, &mut []);
             &*dr
         } else {
             cell_backward(n, step, dhf, &mut dc[..rows * n], c_prev, tanh_c);
@@ -548,10 +551,16 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
     let mut dg_buf = saved.act;
     let mut dh_out = vec![0.0; if projected { steps * bp } else { 0 }];
     let (mut h0, mut c0) = (vec![0.0; bp], vec![0.0; bh]);
-    let norm = &saved.norm;
-    let normed = norm.params.is_on();
-    let mut dr_buf = vec![0.0; if normed { steps * batch * g } else { 0 }];
-    let mut dn_buf = vec![0.0; if normed { steps * bh } else { 0 }];
+    let NormSaved {
+        params: norm,
+        mut r_hat,
+        r_scale,
+        mut c_hat,
+        c_scale,
+    } = saved.norm;
+    let normed = norm.is_on();
+    let sums = if normed { g + 2 * n } else { 0 };
+    let mut dnorm = vec![0.0; (cuts.len() - 1) * sums];
     {
         let (dys, dcs) = dy.split_at((steps + 1) * bp);
         let mut dg = split_mut(dg_buf.as_mut(), batch, g, cuts);
@@ -564,12 +573,11 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
         let mut dc0 = split_mut(&mut c0, batch, n, cuts);
         let mut zh = split(&saved.zone_h, batch, p, cuts);
         let mut zc = split(&saved.zone_c, batch, n, cuts);
-        let mut rh = split(&norm.r_hat, batch, g, cuts);
-        let mut rs = split(&norm.r_scale, batch, 1, cuts);
-        let mut ch = split(&norm.c_hat, batch, n, cuts);
-        let mut cs = split(&norm.c_scale, batch, 1, cuts);
-        let mut drs = split_mut(&mut dr_buf, batch, g, cuts);
-        let mut dns = split_mut(&mut dn_buf, batch, n, cuts);
+        let mut rh = split_mut(&mut r_hat, batch, g, cuts);
+        let mut rs = split(&r_scale, batch, 1, cuts);
+        let mut ch = split_mut(&mut c_hat, batch, n, cuts);
+        let mut cs = split(&c_scale, batch, 1, cuts);
+        let mut dnorms = dnorm.chunks_mut(sums.max(1));
         let parts = active(&saved.active, cuts)
             .into_iter()
             .enumerate()
@@ -589,22 +597,23 @@ pub(crate) fn backward<X: Buffer>(saved: Saved<X>, dy: &[f32], cuts: &[usize]) -
                 r_scale: take(&mut rs, k),
                 c_hat: take(&mut ch, k),
                 c_scale: take(&mut cs, k),
-                dr: take(&mut drs, k),
-                dn: take(&mut dns, k),
+                dnorm: dnorms.next().unwrap_or_default(),
             })
             .collect();
         let (w_hh, w_hr) = (&saved.w_hh, &saved.w_hr);
-        run(parts, |part| {
-            backward_part(n, p, w_hh, w_hr, &norm.params, part)
-        });
+        run(parts, |part| backward_part(n, p, w_hh, w_hr, &norm, part));
     }
     let (w_hh, norm) = if normed {
+        let total = column_sums(sums, &dnorm, &[]);
+        let (gamma_hh, rest) = total.split_at(g);
+        let (gamma_c, beta_c) = rest.split_at(n);
         let grads = Norm {
-            gamma_hh: column_sums(g, dg_buf.as_ref(), &norm.r_hat),
-            gamma_c: column_sums(n, &dn_buf, &norm.c_hat),
-            beta_c: column_sums(n, &dn_buf, &[]),
+            gamma_hh: gamma_hh.to_vec(),
+            gamma_c: gamma_c.to_vec(),
+            beta_c: beta_c.to_vec(),
         };
-        (weight_grad(&dr_buf, &saved.h_prev, g, p), grads)
+        // `r_hat` now holds `dr`, the gradient of `h_{t-1} W_hhᵀ`.
+        (weight_grad(&r_hat, &saved.h_prev, g, p), grads)
     } else {
         let w_hh = weight_grad(dg_buf.as_ref(), &saved.h_prev, g, p);
         (w_hh, Norm::default())
