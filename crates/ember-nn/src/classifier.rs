@@ -168,13 +168,21 @@ mod tests {
 
     #[test]
     fn padding_never_changes_a_sequence_logits() {
-        for pooling in [Pooling::Last, Pooling::Mean] {
+        // With plain and with LayerNorm cells.
+        for (pooling, layer_norm) in [
+            (Pooling::Last, None),
+            (Pooling::Mean, None),
+            (Pooling::Last, Some(true)),
+            (Pooling::Mean, Some(true)),
+        ] {
             let model = SequenceClassifierConfig::new(6, 3)
                 .with_hidden_size(8)
                 .with_pooling(pooling)
+                .with_layer_norm(layer_norm)
                 .init::<NdArray>(&Default::default())
                 .unwrap();
             assert_eq!(model.pooling(), pooling);
+            assert_eq!(model.body.layer_norm(), layer_norm.is_some());
             let alone = logits(&model, &[&[1, 2]]);
             let padded = logits(&model, &[&[1, 2], &[3, 4, 5, 1]]);
             for (a, b) in alone.iter().zip(&padded[..3]) {

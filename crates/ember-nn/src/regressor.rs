@@ -290,4 +290,31 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, NnError::ProjUnsupported);
     }
+
+    #[test]
+    fn layer_norm_reaches_an_lstm_or_gru_body_and_is_refused_elsewhere() {
+        let device = Default::default();
+        for body in [BodyKind::Lstm, BodyKind::Gru] {
+            let model = SeriesRegressorConfig::new()
+                .with_body(body)
+                .with_hidden_size(5)
+                .with_layer_norm(Some(true))
+                .init::<NdArray>(&device)
+                .unwrap();
+            match &model.body {
+                SeriesBody::Stacked(layers) => assert!(layers.layer_norm(), "{body}"),
+                SeriesBody::Scratch(_) => panic!("{body}: a stacked body"),
+            }
+            let x = Tensor::<NdArray, 3>::random([3, 4, 1], Distribution::Default, &device);
+            assert_eq!(model.forward(x, None, None).0.dims(), [3, 4, 1]);
+        }
+        for body in [BodyKind::Rnn, BodyKind::Scratch] {
+            let err = SeriesRegressorConfig::new()
+                .with_body(body)
+                .with_layer_norm(Some(true))
+                .init::<NdArray>(&device)
+                .unwrap_err();
+            assert_eq!(err, NnError::LayerNormUnsupported, "{body}");
+        }
+    }
 }
