@@ -145,7 +145,8 @@ pub fn layer_norm<B: Backend, const D: usize>(
 
 /// `LN(x) ⊙ γ` over each row of `x [rows, width]`: on Burn's CPU backends (`Flex`, `NdArray`,
 /// with or without autodiff) one operation on [`ember_kernels::layer_norm`], with its own
-/// backward pass; elsewhere, and with `EMBER_UNFUSED=1`, [`layer_norm`]'s Burn ops.
+/// backward pass; on wgpu and CUDA one CubeCL kernel (feature `cube`); elsewhere, and with
+/// `EMBER_UNFUSED=1`, [`layer_norm`]'s Burn ops.
 pub fn norm_rows<B: Backend>(x: Tensor<B, 2>, gamma: Tensor<B, 1>) -> Tensor<B, 2> {
     let n = RowNorm { x, gamma };
     if !enabled() {
@@ -155,7 +156,20 @@ pub fn norm_rows<B: Backend>(x: Tensor<B, 2>, gamma: Tensor<B, 1>) -> Tensor<B, 
         .or_else(autodiff_as::<B, NdArray>)
         .or_else(plain_as::<B, Flex>)
         .or_else(plain_as::<B, NdArray>)
+        .or_else(gpu)
         .unwrap_or_else(RowNorm::burn)
+}
+
+/// The norm as one CubeCL kernel (wgpu, CUDA), else `n` back.
+#[cfg(feature = "cube")]
+fn gpu<B: Backend>(n: RowNorm<B>) -> Result<Tensor<B, 2>, RowNorm<B>> {
+    crate::cube::norm(n.x.clone(), n.gamma.clone()).ok_or(n)
+}
+
+/// Without the `cube` feature there is no GPU norm.
+#[cfg(not(feature = "cube"))]
+fn gpu<B: Backend>(n: RowNorm<B>) -> Result<Tensor<B, 2>, RowNorm<B>> {
+    Err(n)
 }
 
 /// The operands of [`norm_rows`] on backend `B`.
@@ -313,5 +327,13 @@ mod tests {
     fn the_row_norm_node_matches_burns_ops_on_flex_and_ndarray() {
         matches_burn::<Autodiff<Flex>>(&FlexDevice);
         matches_burn::<Autodiff<NdArray>>(&NdArrayDevice::Cpu);
+    }
+
+    /// The CubeCL norm kernels (lavapipe without a GPU).
+    #[cfg(feature = "cube")]
+    #[test]
+    fn the_row_norm_kernel_matches_burns_ops_on_wgpu() {
+        let device = burn::backend::wgpu::WgpuDevice::default();
+        matches_burn::<Autodiff<burn::backend::Wgpu>>(&device);
     }
 }

@@ -366,3 +366,78 @@ pub fn lstm_sequence_backward(
         sync_cube();
     }
 }
+
+/// Layer norm of each row of `x [rows, width]`, one thread per row (`ε = 1e-5`, biased
+/// variance): `x_hat` gets `x̂ = (x − μ)·s`, `scale` each row's `s = 1/√(σ² + ε)` and `y`
+/// `γ ⊙ x̂`. `inv_width` is `1 / width`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn norm_forward(
+    x: &Array<f32>,
+    gamma: &Array<f32>,
+    x_hat: &mut Array<f32>,
+    scale: &mut Array<f32>,
+    y: &mut Array<f32>,
+    width: u32,
+    rows: u32,
+    inv_width: f32,
+) {
+    let row = ABSOLUTE_POS;
+    let w = width as usize;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let base = row * w;
+    let mut sum = 0.0f32;
+    for k in 0..w {
+        sum += x[base + k];
+    }
+    let mean = sum * inv_width;
+    let mut squares = 0.0f32;
+    for k in 0..w {
+        let d = x[base + k] - mean;
+        squares += d * d;
+    }
+    let s = 1.0f32 / (squares * inv_width + 1e-5f32).sqrt();
+    for k in 0..w {
+        let v = (x[base + k] - mean) * s;
+        x_hat[base + k] = v;
+        y[base + k] = gamma[k] * v;
+    }
+    scale[row] = s;
+}
+
+/// The backward pass of [`norm_forward`], one thread per row: `dx = s ⊙ (γ ⊙ dy − mean(γ ⊙ dy)
+/// − x̂ ⊙ mean(γ ⊙ dy ⊙ x̂))`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn norm_backward(
+    dy: &Array<f32>,
+    x_hat: &Array<f32>,
+    scale: &Array<f32>,
+    gamma: &Array<f32>,
+    dx: &mut Array<f32>,
+    width: u32,
+    rows: u32,
+    inv_width: f32,
+) {
+    let row = ABSOLUTE_POS;
+    let w = width as usize;
+    if row >= rows as usize {
+        terminate!();
+    }
+    let base = row * w;
+    let mut sum_g = 0.0f32;
+    let mut sum_gx = 0.0f32;
+    for k in 0..w {
+        let g = gamma[k] * dy[base + k];
+        sum_g += g;
+        sum_gx += g * x_hat[base + k];
+    }
+    let mean_g = sum_g * inv_width;
+    let mean_gx = sum_gx * inv_width;
+    let s = scale[row];
+    for k in 0..w {
+        dx[base + k] = s * (gamma[k] * dy[base + k] - mean_g - x_hat[base + k] * mean_gx);
+    }
+}

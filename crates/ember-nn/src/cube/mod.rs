@@ -14,6 +14,9 @@
 //! With `EMBER_PERSISTENT=1`, an LSTM without `proj_size` goes further ([`sequence`]): its
 //! whole recurrence is one persistent kernel launch, one cube per batch row.
 //!
+//! A LayerNorm cell's norm of a product `[rows, G·H]` is one kernel and one node too ([`norm`]:
+//! a thread per row).
+//!
 //! Dropout on `Autodiff` of a GPU backend is one kernel and one node too ([`mod@dropout`]): Philox masks,
 //! the CPU's for the same key, drawn and applied in one pass and recomputed in backward.
 
@@ -307,6 +310,86 @@ impl<B: CubeBridge> Backward<B, 2> for RnnStep {
     }
 }
 
+/// Layer norm forward: `γ ⊙ LN(x)` for `x [rows, width]` and `gamma [1, width]`, and what the
+/// backward pass reads.
+fn norm_forward<B: CubeBridge>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+) -> (FloatTensor<B>, NormSaved<B::Runtime>) {
+    let (x, gamma) = (B::to_cube(x), B::to_cube(gamma));
+    let [rows, width] = dims2(&x);
+    let x_hat = empty(&x, vec![rows, width]);
+    let scale = empty(&x, vec![rows]);
+    let y = empty(&x, vec![rows, width]);
+    let (count, dim, units) = grid(rows);
+    kernels::norm_forward::launch::<B::Runtime>(
+        &x.client.clone(),
+        count,
+        dim,
+        x.into_array_arg(),
+        gamma.clone().into_array_arg(),
+        x_hat.clone().into_array_arg(),
+        scale.clone().into_array_arg(),
+        y.clone().into_array_arg(),
+        width as u32,
+        units,
+        1.0 / width as f32,
+    );
+    (B::from_cube(y), (x_hat, scale, gamma))
+}
+
+/// What the layer norm's backward reads: `x̂`, the rows' scales, `γ` (CubeCL tensors).
+type NormSaved<R> = (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>);
+
+/// The layer norm's autodiff node; parents `x`, `γ` (`[1, width]`).
+#[derive(Debug)]
+struct NormStep;
+
+impl<B: CubeBridge> Backward<B, 2> for NormStep {
+    type State = NormSaved<B::Runtime>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = B::to_cube(grads.consume::<B>(&ops.node));
+        let (x_hat, scale, gamma) = ops.state;
+        let [rows, width] = dims2(&x_hat);
+        let dx = empty(&x_hat, vec![rows, width]);
+        let (count, dim, units) = grid(rows);
+        kernels::norm_backward::launch::<B::Runtime>(
+            &x_hat.client.clone(),
+            count,
+            dim,
+            dy.clone().into_array_arg(),
+            x_hat.clone().into_array_arg(),
+            scale.into_array_arg(),
+            gamma.into_array_arg(),
+            dx.clone().into_array_arg(),
+            width as u32,
+            units,
+            1.0 / width as f32,
+        );
+        // dγ = Σ_rows dy ⊙ x̂, `[1, width]`.
+        let dgamma = B::float_sum_dim(B::float_mul(B::from_cube(dy), B::from_cube(x_hat)), 0);
+        for (parent, grad) in ops.parents.into_iter().zip([B::from_cube(dx), dgamma]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// [`norm`] as one node of `Autodiff<B, C>`'s graph.
+fn norm_tracked<B: CubeBridge, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    gamma: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let nodes = [x.node.clone(), gamma.node.clone()];
+    let (y, saved) = norm_forward::<B>(x.primitive, gamma.primitive);
+    match NormStep.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(saved, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
 /// [`lstm`] on a plain CubeCL backend.
 fn lstm_plain<B: CubeBridge>(gates: FloatTensor<B>, c_prev: FloatTensor<B>) -> FloatTensor<B> {
     lstm_forward::<B>(gates, c_prev).0
@@ -410,6 +493,16 @@ macro_rules! entry_points {
             }
 
             #[inline(never)]
+            fn norm_plain([x, g]: [FloatTensor<Plain>; 2]) -> FloatTensor<Plain> {
+                super::norm_forward::<Plain>(x, g).0
+            }
+
+            #[inline(never)]
+            fn norm_tracked([x, g]: [FloatTensor<Ad>; 2]) -> FloatTensor<Ad> {
+                super::norm_tracked::<Plain, NoCheckpointing>(x, g)
+            }
+
+            #[inline(never)]
             fn dropout_tracked(x: FloatTensor<Ad>, prob: f64) -> FloatTensor<Ad> {
                 super::dropout::tracked::<Plain, NoCheckpointing>(x, prob)
             }
@@ -453,6 +546,14 @@ macro_rules! entry_points {
             ) -> Option<Tensor<B, 2>> {
                 on::<B, Ad, 2, 2>(inputs, |i| rnn_tracked(i, relu))
                     .or_else(|| on::<B, Plain, 2, 2>(inputs, |i| rnn_plain(i, relu)))
+            }
+
+            /// The layer norm kernel's `γ ⊙ LN(x)` when `B` is this backend.
+            pub(super) fn pick_norm<B: Backend>(
+                inputs: &[Tensor<B, 2>; 2],
+            ) -> Option<Tensor<B, 2>> {
+                on::<B, Ad, 2, 2>(inputs, norm_tracked)
+                    .or_else(|| on::<B, Plain, 2, 2>(inputs, norm_plain))
             }
 
             /// The dropout node when `B` is `Autodiff` of this backend; else `x` back.
@@ -522,6 +623,21 @@ pub(crate) fn lstm<B: Backend>(
     let out = out.or_else(|| cuda::pick_lstm(&inputs));
     let [h, c] = <[Tensor<B, 3>; 2]>::try_from(out?.chunk(2, 0)).ok()?;
     Some((h.squeeze_dim(0), c.squeeze_dim(0)))
+}
+
+/// `γ ⊙ LN(x)` over each row of `x [rows, width]` (a LayerNorm cell's norm of a product) in
+/// one kernel, a thread per row, with its backward kernel; `None` where the backend has no
+/// kernel.
+pub(crate) fn norm<B: Backend>(x: Tensor<B, 2>, gamma: Tensor<B, 1>) -> Option<Tensor<B, 2>> {
+    if !enabled() || x.dims()[0] == 0 {
+        return None;
+    }
+    let width = gamma.dims()[0];
+    let inputs = [x, gamma.reshape([1, width])];
+    let out = wgpu::pick_norm(&inputs);
+    #[cfg(feature = "cuda")]
+    let out = out.or_else(|| cuda::pick_norm(&inputs));
+    out
 }
 
 /// The GRU step's pointwise part in one kernel, `h'` from `xp`, `gh` (`[batch, 3H]`) and
