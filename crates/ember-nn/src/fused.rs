@@ -198,8 +198,9 @@ struct Recurrence<B: Backend> {
 pub(crate) struct NormWeights<B: Backend> {
     /// `γ_hh [G·H]`.
     pub gamma_hh: Tensor<B, 1>,
-    /// LSTM: `γ_c [H]`, `β_c [H]`.
+    /// LSTM: `γ_c [H]`, the gain of the normalised cell state.
     pub gamma_c: Option<Tensor<B, 1>>,
+    /// LSTM: `β_c [H]`, the bias of the normalised cell state.
     pub beta_c: Option<Tensor<B, 1>>,
 }
 
