@@ -21,7 +21,7 @@
 use crate::layer_norm::{backward_in_place, column_sums, normalise, scale_rows};
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
-use crate::rows::{active, one, one_mut, run, split, split_mut, take};
+use crate::rows::{active, block, one, one_mut, run, split, split_mut, take};
 use crate::simd::{blocks, multiversion};
 use crate::zoneout::{self, add, zone};
 use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Norm, NormSaved, Saved};
@@ -142,14 +142,8 @@ fn forward_part(n: usize, w_t: &[f32], b_hh: &[f32], gamma: &[f32], mut p: Forwa
             prev[..rows * n].copy_from_slice(&h[..rows * n]);
         }
         if normed {
-            let r = match p.r_hat.get_mut(t) {
-                Some(r) => &mut r[..rows * g],
-                None => &mut r_tmp[..rows * g],
-            };
-            let scale = match p.r_scale.get_mut(t) {
-                Some(s) => &mut s[..rows],
-                None => &mut rs_tmp[..rows],
-            };
+            let r = block(&mut p.r_hat, t, &mut r_tmp, rows * g);
+            let scale = block(&mut p.r_scale, t, &mut rs_tmp, rows);
             matmul(
                 r,
                 View::row_major(&h, rows, n),

@@ -26,7 +26,7 @@
 use crate::layer_norm::{add_scaled, backward_in_place, column_sums, normalise};
 use crate::math::{sigmoid, tanh};
 use crate::matmul::{matmul, transposed, View};
-use crate::rows::{active, one, one_mut, run, split, split_mut, take};
+use crate::rows::{active, block, one, one_mut, run, split, split_mut, take};
 use crate::simd::{blocks, multiversion};
 use crate::zoneout::{self, add, zone};
 use crate::{weight_grad, Buffer, Cell, Grads, Inputs, Norm, NormSaved, Saved};
@@ -230,20 +230,6 @@ struct Weights<'a> {
     w_t: &'a [f32],
     w_hr_t: &'a [f32],
     norm: &'a Norm,
-}
-
-/// A step's block of a saved per-step buffer, or of the scratch buffer used instead when not
-/// saving.
-fn block<'b>(
-    saved: &'b mut [&mut [f32]],
-    t: usize,
-    scratch: &'b mut [f32],
-    len: usize,
-) -> &'b mut [f32] {
-    match saved.get_mut(t) {
-        Some(s) => &mut s[..len],
-        None => &mut scratch[..len],
-    }
 }
 
 fn forward_part(w: &Weights, mut p: Forward) {

@@ -96,6 +96,20 @@ pub(crate) fn run<P: Send>(mut parts: Vec<P>, f: impl Fn(P) + Sync + Send) {
     }
 }
 
+/// Step `t`'s first `len` values of a part's saved per-step buffer, or of `scratch`, used
+/// instead when the pass saves nothing (the list is empty).
+pub(crate) fn block<'b>(
+    saved: &'b mut [&mut [f32]],
+    t: usize,
+    scratch: &'b mut [f32],
+    len: usize,
+) -> &'b mut [f32] {
+    match saved.get_mut(t) {
+        Some(s) => &mut s[..len],
+        None => &mut scratch[..len],
+    }
+}
+
 /// Takes the lists of part `k` out of `lists`, leaving empty ones.
 pub(crate) fn take<T>(lists: &mut [Vec<T>], k: usize) -> Vec<T> {
     lists.get_mut(k).map(std::mem::take).unwrap_or_default()
